@@ -1,0 +1,253 @@
+"""Train a β-VAE: python main.py [--preset NAME] [--config FILE.yaml] [--set key=value ...] [--resume RUN_DIR]."""
+from __future__ import annotations
+
+import time
+
+START = time.perf_counter()  # before the heavy imports, to report the time to the first step honestly
+
+import argparse  # noqa: E402
+import copy  # noqa: E402
+import csv  # noqa: E402
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import plots  # noqa: E402
+import traverse  # noqa: E402
+from data import DataError, make_dataset  # noqa: E402
+from losses import OBJECTIVES  # noqa: E402
+from models import VAE, load_checkpoint, save_checkpoint  # noqa: E402
+from params import Params, UserError, apply_overrides, build_params, parse_assignment, validate  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--preset", help="a named preset from params.PRESETS")
+    parser.add_argument("--config", help="YAML file of param overrides (a run's params.yaml works)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one param; repeatable; applied last")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    return parser.parse_args(argv)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device is 'cuda' but no CUDA GPU is visible; use --set device=auto or device=cpu.")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def new_run_dir(params: Params, preset: str | None) -> str:
+    """A fresh folder under out_dir; an existing name gets a numeric suffix, so no run is overwritten."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = os.path.join(params.out_dir, params.run_name or f"{preset or params.objective}_{params.dataset}_{stamp}")
+    folder, suffix = base, 1
+    while os.path.exists(folder):
+        suffix += 1
+        folder = f"{base}-{suffix}"
+    os.makedirs(folder)
+    return folder
+
+
+def git_commit() -> str:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() + ("-dirty" if dirty else "")) if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_params(run_dir: str, params: Params, device: torch.device, argv: list[str]) -> None:
+    record = {
+        "params": dataclasses.asdict(params),
+        "command": " ".join(["python", "main.py", *argv]),
+        "git_commit": git_commit(),
+        "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                                 f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__},
+    }
+    with open(os.path.join(run_dir, "params.yaml"), "w") as f:
+        yaml.safe_dump(record, f, sort_keys=False)
+
+
+class CsvLog:
+    """One row per logged step; on resume, rows past the checkpoint are dropped so the log has no duplicates."""
+
+    def __init__(self, path: str, resume_step: int | None):
+        self.path, self.writer, self.file = path, None, None
+        if resume_step is not None and os.path.exists(path):
+            with open(path) as f:
+                rows = list(csv.reader(f))
+            kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= resume_step] if rows else []
+            with open(path, "w", newline="") as f:
+                csv.writer(f).writerows(kept)
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:
+            fresh = not os.path.exists(self.path) or os.path.getsize(self.path) == 0
+            self.file = open(self.path, "a", newline="")
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            if fresh:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def rng_state(index_generator: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "index": index_generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict, index_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    index_generator.set_state(state["index"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None) -> int:
+    """The training loop, written out. Returns the process exit code."""
+    say = lambda message: (tqdm.write(message, file=sys.stderr), log_file.write(message + "\n"), log_file.flush())  # noqa: E731
+    log_file = open(os.path.join(run_dir, "run.log"), "a")
+    torch.manual_seed(params.seed)
+    model = VAE(dataset.channels, params.latent_dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.adam_beta1, params.adam_beta2))
+    objective = OBJECTIVES[params.objective]
+    index_generator = torch.Generator().manual_seed(params.seed)
+    # A fixed set of images for every picture of the run, drawn apart from the training stream.
+    fixed_indices = torch.randint(len(dataset), (params.traverse_samples,),
+                                  generator=torch.Generator().manual_seed(params.seed + 1))
+    x_fixed, _ = dataset.batch(fixed_indices)
+    step = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_rng(checkpoint["rng"], index_generator)
+        step = checkpoint["step"]
+    log = CsvLog(os.path.join(run_dir, "log.csv"), step if checkpoint is not None else None)
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+
+    def snapshot() -> dict:
+        return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
+                "step": step, "rng": rng_state(index_generator), "params": dataclasses.asdict(params),
+                "channels": dataset.channels, "latent_dim": params.latent_dim}
+
+    def save(state: dict) -> None:
+        save_checkpoint(checkpoint_path, state)
+        model.load_state_dict(state["model"])  # pictures of the checkpointed weights
+        traverse.save_all(model, x_fixed, run_dir, tag=f"_step{state['step']:06d}", points=params.traverse_points)
+
+    stop_requested = []
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: (stop_requested.append(True),
+                                                                signal.signal(signal.SIGINT, previous_handler)))
+    last_good = snapshot()
+    totals, window = {}, 0
+    bar = tqdm(total=params.steps, initial=step, desc=os.path.basename(run_dir), dynamic_ncols=True, smoothing=0.05)
+    model.train()
+    try:
+        while step < params.steps:
+            indices = torch.randint(len(dataset), (params.batch_size,), generator=index_generator)
+            x, _ = dataset.batch(indices)                   # [B, C, 64, 64] on device
+            x_logits, mu, logvar, z = model(x)
+            terms = objective(x, x_logits, mu, logvar, z, step, params)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            if step == 1 and checkpoint is None:
+                say(f"first training step done {time.perf_counter() - START:.1f} s after start (imports included)")
+            for name, value in terms.items():               # accumulate on device: no host sync per step
+                totals[name] = totals.get(name, 0) + value.detach()
+            window += 1
+
+            if step % params.log_every == 0 or step == params.steps or stop_requested:
+                means = {name: (total / window).cpu() for name, total in totals.items()}
+                totals, window = {}, 0
+                if not math.isfinite(means["loss"].item()):
+                    save(last_good)
+                    say(f"error: the loss became non-finite before step {step}; the last good state (step "
+                        f"{last_good['step']}) is saved in {checkpoint_path}: resume with a lower lr, e.g. "
+                        f"python main.py --resume {run_dir} --set lr={params.lr / 10:g}")
+                    return 1
+                row = {"step": step, **{k: round(v.item(), 6) for k, v in means.items() if v.dim() == 0}}
+                row.update({f"kl_{i}": round(v, 6) for i, v in enumerate(means["kl_per_dim"].tolist())})
+                log.write(row)
+                bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "recon", "kl", "beta") if k in row})
+                last_good = snapshot()
+            if step % params.sample_every == 0:
+                was_training = model.training
+                traverse.save_all(model, x_fixed, run_dir, tag=f"_step{step:06d}", points=params.traverse_points)
+                model.train(was_training)
+            if step % params.checkpoint_every == 0:
+                save_checkpoint(checkpoint_path, snapshot())
+            if stop_requested:
+                save(snapshot())
+                say(f"stopped by Ctrl-C at step {step}; checkpoint and images saved; continue with: "
+                    f"python main.py --resume {run_dir}")
+                return 130
+    except (Exception, KeyboardInterrupt):  # a second Ctrl-C lands here too
+        log_file.write(traceback.format_exc())
+        save(last_good)
+        say(f"error: training failed at step {step} ({traceback.format_exc().strip().splitlines()[-1]}); the last "
+            f"good state (step {last_good['step']}) is saved in {checkpoint_path}; traceback in {run_dir}/run.log")
+        return 1
+    finally:
+        bar.close()
+        log.close()
+        signal.signal(signal.SIGINT, previous_handler)
+    save(snapshot())
+    plots.plot_log(os.path.join(run_dir, "log.csv"), run_dir)
+    say(f"done: {step} steps; outputs in {run_dir}")
+    log_file.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    try:
+        checkpoint = None
+        if args.resume:
+            if args.preset or args.config:
+                raise UserError("--resume continues a run with its own params; drop --preset/--config "
+                                "(use --set, e.g. --set steps=N, to change a value).")
+            checkpoint = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
+            params = apply_overrides(Params(), checkpoint["params"], f"{args.resume}/checkpoint.pt")
+            params = apply_overrides(params, dict(parse_assignment(a) for a in args.assignments), "--set")
+            validate(params)
+            run_dir = args.resume
+        else:
+            params = build_params(args.preset, args.config, args.assignments)
+        device = resolve_device(params.device)
+        dataset = make_dataset(params, device)  # before the run folder, so bad data leaves no empty run behind
+        if not args.resume:
+            run_dir = new_run_dir(params, args.preset)
+        write_params(run_dir, params, device, argv)
+        return train(params, dataset, run_dir, device, checkpoint)
+    except (UserError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

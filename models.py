@@ -1,0 +1,114 @@
+"""The convolutional VAE of Burgess et al. 2018 and its checkpoints (atomic to write, safe to load)."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = "beta-vae-checkpoint/1"
+
+
+class Encoder(nn.Module):
+    """Burgess et al. 2018, appendix A.1: 4 × conv(32, 4×4, stride 2) → FC 256 → FC 256 → 2·latent_dim."""
+
+    def __init__(self, channels: int, latent_dim: int):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(),  # 64 → 32
+            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),        # 32 → 16
+            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),        # 16 → 8
+            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(),        # 8 → 4
+        )
+        self.fc = nn.Sequential(
+            nn.Linear(32 * 4 * 4, 256), nn.ReLU(),
+            nn.Linear(256, 256), nn.ReLU(),
+            nn.Linear(256, 2 * latent_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.convs(x).flatten(1)                      # [B, 512]
+        mu, logvar = self.fc(h).chunk(2, dim=1)           # [B, D] each
+        return mu, logvar
+
+
+class Decoder(nn.Module):
+    """The encoder mirrored: FC 256 → FC 256 → FC 512 → 4 × transposed conv; returns logits / means before sigmoid."""
+
+    def __init__(self, channels: int, latent_dim: int):
+        super().__init__()
+        self.fc = nn.Sequential(
+            nn.Linear(latent_dim, 256), nn.ReLU(),
+            nn.Linear(256, 256), nn.ReLU(),
+            nn.Linear(256, 32 * 4 * 4), nn.ReLU(),
+        )
+        self.deconvs = nn.Sequential(
+            nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),  # 4 → 8
+            nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),  # 8 → 16
+            nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),  # 16 → 32
+            nn.ConvTranspose2d(32, channels, 4, 2, 1),       # 32 → 64
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, 32, 4, 4)                 # [B, 32, 4, 4]
+        return self.deconvs(h)                            # [B, C, 64, 64] logits
+
+
+class VAE(nn.Module):
+    """Gaussian encoder q(z|x) = N(μ, diag σ²), standard-normal prior, decoder p(x|z)."""
+
+    def __init__(self, channels: int = 1, latent_dim: int = 10):
+        super().__init__()
+        self.channels, self.latent_dim = channels, latent_dim
+        self.encoder = Encoder(channels, latent_dim)
+        self.decoder = Decoder(channels, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encoder(x)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)  # reparameterisation (Kingma & Welling 2014)
+        return self.decoder(z), mu, logvar, z
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load with weights_only=True; every way a file can be wrong raises one actionable UserError."""
+    from params import UserError
+
+    if not os.path.isfile(path):
+        raise UserError(f"No checkpoint at '{path}'; pass a checkpoint.pt written by main.py "
+                        f"(e.g. predictions/<run>/checkpoint.pt).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # torch raises many types for truncated, pickled-code or non-torch files
+        raise UserError(f"'{path}' is not a readable checkpoint (truncated, corrupt or not written by main.py); "
+                        f"use another checkpoint or retrain.") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise UserError(f"'{path}' is a PyTorch file but not a checkpoint of this repository's VAE; "
+                        f"pass a checkpoint.pt written by main.py.")
+    return state
+
+
+def model_from_checkpoint(state: dict) -> VAE:
+    """Rebuild the network from the checkpoint alone (its shape is stored beside the weights)."""
+    from params import UserError
+
+    model = VAE(state["channels"], state["latent_dim"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise UserError("The checkpoint's weights do not fit the VAE it describes (written by another version "
+                        "of models.py?); retrain or use a matching checkpoint.") from None
+    return model
