@@ -124,6 +124,16 @@ def restore_rng(state: dict, index_generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def train_step(model, optimizer, objective, x: torch.Tensor, step: int, params: Params) -> dict[str, torch.Tensor]:
+    """One optimiser step on batch x; returns the objective's terms (tensors, not yet read by the host)."""
+    x_logits, mu, logvar, z = model(x)
+    terms = objective(x, x_logits, mu, logvar, z, step, params)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    optimizer.step()
+    return terms
+
+
 def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None) -> int:
     """The training loop, written out. Returns the process exit code."""
     say = lambda message: (tqdm.write(message, file=sys.stderr), log_file.write(message + "\n"), log_file.flush())  # noqa: E731
@@ -167,11 +177,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
         while step < params.steps:
             indices = torch.randint(len(dataset), (params.batch_size,), generator=index_generator)
             x, _ = dataset.batch(indices)                   # [B, C, 64, 64] on device
-            x_logits, mu, logvar, z = model(x)
-            terms = objective(x, x_logits, mu, logvar, z, step, params)
-            optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            optimizer.step()
+            terms = train_step(model, optimizer, objective, x, step, params)
             step += 1
             bar.update(1)
             if step == 1 and checkpoint is None:

@@ -42,6 +42,7 @@ class Params:
     log_every: int = 100               # steps between rows of log.csv and progress-bar updates
     sample_every: int = 5000           # steps between saved reconstruction and traversal images
     checkpoint_every: int = 10000      # steps between checkpoints (one is always written at the end)
+    eval_every: int = 0                # steps between evaluations (metrics, validation loss); 0 = only at the end
     traverse_samples: int = 1000       # images encoded to find the highest-|mean| latent and its range
     traverse_points: int = 10          # images per traversal row
 
