@@ -364,9 +364,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _celeba(params, device: torch.device | str):
+    from celeba import make_celeba  # late import: celeba.py takes DataError and IMAGE_SIZE from this module
+
+    return make_celeba(params, device)
+
+
 # ---------------------------------------------------------------- choosing a dataset
 
-DATASETS = {"dsprites": lambda params, device: DSprites(params.data_dir, device)}
+DATASETS = {"dsprites": lambda params, device: DSprites(params.data_dir, device), "celeba": _celeba}
 
 
 def make_dataset(params, device: torch.device | str = "cpu"):

@@ -25,6 +25,8 @@ from tqdm import tqdm  # noqa: E402
 
 import plots  # noqa: E402
 import traverse  # noqa: E402
+import validation  # noqa: E402
+from celeba import save_attribute_correlations  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
 from losses import OBJECTIVES  # noqa: E402
 from models import VAE, load_checkpoint, save_checkpoint  # noqa: E402
@@ -154,6 +156,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
         restore_rng(checkpoint["rng"], index_generator)
         step = checkpoint["step"]
     log = CsvLog(os.path.join(run_dir, "log.csv"), step if checkpoint is not None else None)
+    val_log = CsvLog(os.path.join(run_dir, "val.csv"), step if checkpoint is not None else None)  # held-out loss
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
     def snapshot() -> dict:
@@ -206,6 +209,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 model.train(was_training)
             if step % params.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, snapshot())
+            if (params.eval_every and step % params.eval_every == 0) or step == params.steps:
+                validation.log_validation(model, objective, dataset, step, params, val_log)
             if stop_requested:
                 save(snapshot())
                 say(f"stopped by Ctrl-C at step {step}; checkpoint and images saved; continue with: "
@@ -220,9 +225,12 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     finally:
         bar.close()
         log.close()
+        val_log.close()
         signal.signal(signal.SIGINT, previous_handler)
     save(snapshot())
     plots.plot_log(os.path.join(run_dir, "log.csv"), run_dir)
+    validation.plot_validation(run_dir)
+    save_attribute_correlations(model, dataset, run_dir, params.val_images)
     say(f"done: {step} steps; outputs in {run_dir}")
     log_file.close()
     return 0

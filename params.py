@@ -19,6 +19,11 @@ class Params:
     # --- data ---
     dataset: str = "dsprites"          # dsprites | celeba
     data_dir: str = "data"             # folder searched for dataset files (dSprites npz; celeba/ tree)
+    celeba_crop: int = 148             # CelebA: side in source pixels of the centred square resized to 64; 0 = largest
+    celeba_loader: str = "cache"       # CelebA: cache (decode once to uint8 .npy in data_dir/celeba_cache) | workers
+    num_workers: int = 4               # CelebA: threads decoding JPEGs (building the cache; every batch with workers)
+    download: bool = False             # CelebA: when missing, fetch it with torchvision's Google-Drive downloader
+    val_images: int = 5000             # held-out images scored by the validation loss and attribute plot; 0 = all
     # --- model ---
     latent_dim: int = 10               # number of latent dimensions (Burgess et al. 2018 use 10)
     # --- objective ---
@@ -47,6 +52,12 @@ class Params:
     traverse_points: int = 10          # images per traversal row
 
 
+# The original project of seeds/000 on CelebA (REFERENCE.md): Gaussian likelihood, batch 64, Adam lr 5e-4 with
+# β1 0.5, 100k steps, 32 latents. Its β grid was {1, 10, 100, 1000, 10000}; betaH_celeba takes β = 10, the value
+# whose traversal it read as "background colour and gender" (100: background and shading; ≥ 1000 collapsed).
+_CELEBA = {"dataset": "celeba", "recon": "gaussian", "latent_dim": 32, "batch_size": 64, "lr": 5e-4,
+           "adam_beta1": 0.5, "steps": 100_000, "eval_every": 5000}
+
 # Named presets: partial overrides of the defaults above. Published settings are cited in REFERENCE.md.
 PRESETS: dict[str, dict] = {
     # Higgins et al. 2017 β-VAE on dSprites at the settings of Locatello et al. 2019 (= the defaults).
@@ -54,6 +65,11 @@ PRESETS: dict[str, dict] = {
     # A CPU demo: short enough for 2 cores in under 10 minutes, long enough for position to separate.
     "demo": {"steps": 6000, "lr": 5e-4, "log_every": 50, "sample_every": 2000, "checkpoint_every": 2000,
              "traverse_samples": 500},
+    "betaH_celeba": {**_CELEBA, "beta": 10.0},
+    # Its annealed runs: β decreasing 100 → 0 over 40k steps (read as "face structure, jaw and forehead")...
+    "betaH_celeba_anneal_down": {**_CELEBA, "beta_start": 100.0, "beta": 0.0, "anneal_steps": 40_000},
+    # ... and β rising 0 → 10 over 40k steps (read as "background colour and shading").
+    "betaH_celeba_anneal_up": {**_CELEBA, "beta_start": 0.0, "beta": 10.0, "anneal_steps": 40_000},
 }
 
 
@@ -135,6 +151,7 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
 
 
 CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian"), "device": ("auto", "cpu", "cuda")}
+CELEBA_LOADERS = ("cache", "workers")
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std")
 
@@ -152,3 +169,11 @@ def validate(params: Params) -> None:
             raise UserError(f"Param '{key}' must be positive, got {getattr(params, key)}.")
     if params.anneal_steps < 0:
         raise UserError(f"Param 'anneal_steps' must be zero or positive, got {params.anneal_steps}.")
+    if params.celeba_loader not in CELEBA_LOADERS:
+        raise UserError(f"Param 'celeba_loader' is '{params.celeba_loader}'; "
+                        f"choose one of: {', '.join(CELEBA_LOADERS)}.")
+    if params.num_workers < 1:
+        raise UserError(f"Param 'num_workers' must be positive, got {params.num_workers}.")
+    for key in ("celeba_crop", "val_images", "eval_every"):
+        if getattr(params, key) < 0:
+            raise UserError(f"Param '{key}' must be zero or positive, got {getattr(params, key)}.")
