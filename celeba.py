@@ -178,10 +178,12 @@ def load_or_build_cache(paths: list[str], crop: int, cache_path: str, fingerprin
         try:
             images = np.lib.format.open_memmap(temporary, "w+", np.uint8, (len(paths), 3, IMAGE_SIZE, IMAGE_SIZE))
             chunk = 1024
-            for start in tqdm(range(0, len(paths), chunk), desc=f"decoding into {os.path.basename(cache_path)}",
-                              unit_scale=chunk, leave=False):
-                images[start:start + chunk] = np.stack(list(pool.map(decode_image, paths[start:start + chunk],
-                                                                     [crop] * chunk)))
+            with tqdm(total=len(paths), desc=f"decoding into {os.path.basename(cache_path)}", unit="image",
+                      leave=False) as bar:
+                for start in range(0, len(paths), chunk):
+                    part = paths[start:start + chunk]
+                    images[start:start + len(part)] = np.stack(list(pool.map(decode_image, part, [crop] * len(part))))
+                    bar.update(len(part))
             images.flush()
             del images
             os.replace(temporary, cache_path)
