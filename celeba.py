@@ -223,7 +223,7 @@ class CelebA:
             cache_path = os.path.join(cache_dir or source.folder, f"celeba_{split}_crop{crop}.npy")
             fingerprint = source_fingerprint(source.folder, [source.names[i] for i in rows], crop)
             self._cache = load_or_build_cache(self.paths, crop, cache_path, fingerprint, self._pool)
-            # 2.4 GB for the training split: on the GPU it saves a host gather and copy per step.
+            # 2.0 GB for the training split: on the GPU it saves a host gather and copy per step.
             if self.device.type == "cuda":
                 try:
                     self._cache = torch.from_numpy(np.ascontiguousarray(self._cache)).to(self.device)
