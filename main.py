@@ -23,6 +23,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import metrics  # noqa: E402
 import plots  # noqa: E402
 import traverse  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
@@ -206,6 +207,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 model.train(was_training)
             if step % params.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, snapshot())
+            if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps:
+                metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
             if stop_requested:
                 save(snapshot())
                 say(f"stopped by Ctrl-C at step {step}; checkpoint and images saved; continue with: "
@@ -222,6 +225,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
         log.close()
         signal.signal(signal.SIGINT, previous_handler)
     save(snapshot())
+    if params.metrics:
+        metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
     plots.plot_log(os.path.join(run_dir, "log.csv"), run_dir)
     say(f"done: {step} steps; outputs in {run_dir}")
     log_file.close()
