@@ -2,11 +2,10 @@
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("MPLBACKEND", "Agg")
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
