@@ -2,7 +2,8 @@
 
 Scores on fixed arrays take `codes` [N, D] float (the encoder mean μ) and `factors` [N, K] integer classes.
 The two sampling metrics take a representation function (factor classes [N, K] -> codes [N, D]) and the
-factor sizes. Every metric takes a seed and is deterministic given it. Protocols follow google-research's
+factor sizes. Metrics that sample or fit a classifier take a seed and are deterministic given it; the
+histogram metrics (MIG, AAM, MMIG) are deterministic functions of their arrays. Protocols follow google-research's
 disentanglement_lib (Locatello et al. 2019) unless a docstring says otherwise; sample counts are in SAMPLES.
 """
 from __future__ import annotations
