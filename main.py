@@ -23,6 +23,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import metrics  # noqa: E402
 import plots  # noqa: E402
 import traverse  # noqa: E402
 import validation  # noqa: E402
@@ -211,6 +212,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 save_checkpoint(checkpoint_path, snapshot())
             if (params.eval_every and step % params.eval_every == 0) or step == params.steps:
                 validation.log_validation(model, objective, dataset, step, params, val_log)
+            if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps:
+                metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
             if stop_requested:
                 save(snapshot())
                 say(f"stopped by Ctrl-C at step {step}; checkpoint and images saved; continue with: "
@@ -228,6 +231,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
         val_log.close()
         signal.signal(signal.SIGINT, previous_handler)
     save(snapshot())
+    if params.metrics:
+        metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
     plots.plot_log(os.path.join(run_dir, "log.csv"), run_dir)
     validation.plot_validation(run_dir)
     save_attribute_correlations(model, dataset, run_dir, params.val_images)

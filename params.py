@@ -50,6 +50,8 @@ class Params:
     eval_every: int = 0                # steps between evaluations (metrics, validation loss); 0 = only at the end
     traverse_samples: int = 1000       # images encoded to find the highest-|mean| latent and its range
     traverse_points: int = 10          # images per traversal row
+    metrics: bool = True               # disentanglement scores (metrics.py) at the end and every eval_every steps, on datasets with factors
+    metrics_dci: bool = True           # include DCI, whose boosted trees take minutes by protocol
 
 
 # The original project of seeds/000 on CelebA (REFERENCE.md): Gaussian likelihood, batch 64, Adam lr 5e-4 with

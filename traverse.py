@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Redraw traversals from a checkpoint written by main.py.")
     parser.add_argument("checkpoint", help="path to a checkpoint.pt")
     parser.add_argument("--out", help="output folder (default: <checkpoint folder>/traversals)")
+    parser.add_argument("--metrics", action="store_true", help="also recompute every disentanglement score into OUT/metrics.yaml")
     args = parser.parse_args(argv)
 
     from data import DataError, make_dataset
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.out or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "traversals")
     dim = save_all(model, x, folder, tag=f"_step{state['step']:06d}", points=params.traverse_points)
     print(f"wrote traversals of step {state['step']} to {folder} (highest-|mean| latent: z{dim})")
+    if args.metrics:
+        import metrics
+
+        metrics.record(model, dataset, folder, state["step"], params.seed, params.metrics_dci)
     return 0
 
 

@@ -2,5 +2,17 @@
 import os
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(autouse=True)
+def small_metric_samples(monkeypatch):
+    """Metrics in tests use a few hundred points; at the protocol's counts a run's evaluation takes many minutes."""
+    import metrics
+
+    monkeypatch.setattr(metrics, "SAMPLES", {"mig": 100, "split": 90, "beta_vae_train": 20, "beta_vae_eval": 10,
+                                             "factor_vae_variance": 60, "factor_vae_train": 20,
+                                             "factor_vae_eval": 10, "group": 4})

@@ -15,7 +15,7 @@ def run_args(tmp_path, name, steps=12, *extra):
     return ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", f"run_name={name}",
             "--set", f"steps={steps}", "--set", "batch_size=16", "--set", "log_every=2", "--set", "sample_every=6",
             "--set", "checkpoint_every=6", "--set", "traverse_samples=40", "--set", "device=cpu",
-            "--set", "lr=0.001", *extra]
+            "--set", "lr=0.001", "--set", "metrics=false", *extra]
 
 
 def read_rows(path):
