@@ -23,7 +23,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import plots  # noqa: E402
+import report  # noqa: E402
 import traverse  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
 from losses import OBJECTIVES  # noqa: E402
@@ -164,7 +164,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     def save(state: dict) -> None:
         save_checkpoint(checkpoint_path, state)
         model.load_state_dict(state["model"])  # pictures of the checkpointed weights
-        traverse.save_all(model, x_fixed, run_dir, tag=f"_step{state['step']:06d}", points=params.traverse_points)
+        traverse.save_all(model, x_fixed, run_dir, tag=f"_step{state['step']:06d}", points=params.traverse_points,
+                          dataset=dataset, params=params)
 
     stop_requested = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: (stop_requested.append(True),
@@ -202,7 +203,9 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 last_good = snapshot()
             if step % params.sample_every == 0:
                 was_training = model.training
-                traverse.save_all(model, x_fixed, run_dir, tag=f"_step{step:06d}", points=params.traverse_points)
+                traverse.save_all(model, x_fixed, run_dir, tag=f"_step{step:06d}", points=params.traverse_points,
+                                  dataset=dataset, params=params)
+                report.refresh(run_dir, params.active_kl)
                 model.train(was_training)
             if step % params.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, snapshot())
@@ -222,7 +225,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
         log.close()
         signal.signal(signal.SIGINT, previous_handler)
     save(snapshot())
-    plots.plot_log(os.path.join(run_dir, "log.csv"), run_dir)
+    report.refresh(run_dir, params.active_kl)
     say(f"done: {step} steps; outputs in {run_dir}")
     log_file.close()
     return 0

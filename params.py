@@ -45,6 +45,8 @@ class Params:
     eval_every: int = 0                # steps between evaluations (metrics, validation loss); 0 = only at the end
     traverse_samples: int = 1000       # images encoded to find the highest-|mean| latent and its range
     traverse_points: int = 10          # images per traversal row
+    active_kl: float = 0.01            # nats: a latent whose KL to the prior is below this is inactive (greyed or hidden)
+    factor_samples: int = 4            # draws per heat-map cell / factor value for the dSprites factor pictures; 0 = none
 
 
 # Named presets: partial overrides of the defaults above. Published settings are cited in REFERENCE.md.
@@ -152,3 +154,6 @@ def validate(params: Params) -> None:
             raise UserError(f"Param '{key}' must be positive, got {getattr(params, key)}.")
     if params.anneal_steps < 0:
         raise UserError(f"Param 'anneal_steps' must be zero or positive, got {params.anneal_steps}.")
+    for key in ("active_kl", "factor_samples"):
+        if getattr(params, key) < 0:
+            raise UserError(f"Param '{key}' must be zero or positive, got {getattr(params, key)}.")
