@@ -296,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         save_samples(model, state["latent_dim"], path("samples"))
         dim = save_highest_mean_traversal(model, x, path("traversal_highest_mean"), params.traverse_points)
         if args.gif:
-            values = traversal_values("observed", 0.0, params.traverse_points, mu[0], mu[0], mu)
-            save_gif(traverse_rows(model, torch.zeros_like(mu[0]), values, [dim]), path("traversal_highest_mean", "gif"))
+            origin = torch.zeros_like(mu[0])
+            values = traversal_values("observed", 0.0, params.traverse_points, origin, origin + 1, mu)
+            save_gif(traverse_rows(model, origin, values, [dim]), path("traversal_highest_mean", "gif"))
     factors.save_factor_pictures(lambda images: encode(model, images)[0], dataset, folder, tag, kl, params.active_kl,
                                  max(params.factor_samples, 1), params.seed)
     if args.assets:
