@@ -40,6 +40,7 @@ def _schedule_axis(axis, columns: dict) -> None:
     twin = axis.twinx()
     for name, style in zip(present, ("--", ":")):
         twin.plot(columns["step"], columns[name], color="black", linestyle=style, linewidth=1, label=SCHEDULES[name])
+    twin.set_ylim(bottom=0)  # β and C are never negative; from zero, a constant β reads as constant
     twin.set_ylabel(" / ".join(f"{SCHEDULES[k]} ({s})" for k, s in zip(present, ("dashed", "dotted"))))
 
 
