@@ -24,7 +24,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import metrics  # noqa: E402
-import plots  # noqa: E402
+import report  # noqa: E402
 import traverse  # noqa: E402
 import validation  # noqa: E402
 from celeba import save_attribute_correlations  # noqa: E402
@@ -168,7 +168,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     def save(state: dict) -> None:
         save_checkpoint(checkpoint_path, state)
         model.load_state_dict(state["model"])  # pictures of the checkpointed weights
-        traverse.save_all(model, x_fixed, run_dir, tag=f"_step{state['step']:06d}", points=params.traverse_points)
+        traverse.save_all(model, x_fixed, run_dir, tag=f"_step{state['step']:06d}", points=params.traverse_points,
+                          dataset=dataset, params=params)
 
     stop_requested = []
     previous_handler = signal.signal(signal.SIGINT, lambda *_: (stop_requested.append(True),
@@ -206,7 +207,9 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 last_good = snapshot()
             if step % params.sample_every == 0:
                 was_training = model.training
-                traverse.save_all(model, x_fixed, run_dir, tag=f"_step{step:06d}", points=params.traverse_points)
+                traverse.save_all(model, x_fixed, run_dir, tag=f"_step{step:06d}", points=params.traverse_points,
+                                  dataset=dataset, params=params)
+                report.refresh(run_dir, params.active_kl)
                 model.train(was_training)
             if step % params.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, snapshot())
@@ -233,9 +236,9 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     save(snapshot())
     if params.metrics:
         metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
-    plots.plot_log(os.path.join(run_dir, "log.csv"), run_dir)
     validation.plot_validation(run_dir)
     save_attribute_correlations(model, dataset, run_dir, params.val_images)
+    report.refresh(run_dir, params.active_kl)
     say(f"done: {step} steps; outputs in {run_dir}")
     log_file.close()
     return 0

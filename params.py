@@ -52,6 +52,8 @@ class Params:
     traverse_points: int = 10          # images per traversal row
     metrics: bool = True               # disentanglement scores (metrics.py) at the end and every eval_every steps, on datasets with factors
     metrics_dci: bool = True           # include DCI, whose boosted trees take minutes by protocol
+    active_kl: float = 0.01            # nats: a latent whose KL to the prior is below this is inactive (greyed or hidden)
+    factor_samples: int = 4            # draws per heat-map cell / factor value for the dSprites factor pictures; 0 = none
 
 
 # The original project of seeds/000 on CelebA (REFERENCE.md): Gaussian likelihood, batch 64, Adam lr 5e-4 with
@@ -176,6 +178,6 @@ def validate(params: Params) -> None:
                         f"choose one of: {', '.join(CELEBA_LOADERS)}.")
     if params.num_workers < 1:
         raise UserError(f"Param 'num_workers' must be positive, got {params.num_workers}.")
-    for key in ("celeba_crop", "val_images", "eval_every"):
+    for key in ("celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples"):
         if getattr(params, key) < 0:
             raise UserError(f"Param '{key}' must be zero or positive, got {getattr(params, key)}.")

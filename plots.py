@@ -1,7 +1,8 @@
-"""Plots of a run's training log (log.csv): loss terms and KL per latent dimension over steps."""
+"""Plots of a run's training log (log.csv): loss terms, KL per latent dimension over steps, final KL per dimension."""
 from __future__ import annotations
 
 import csv
+import math
 import os
 
 import matplotlib
@@ -9,45 +10,93 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# Weight schedules a log may hold (which ones depends on the objective), drawn on a second axis, not as losses.
+SCHEDULES = {"beta": "β", "capacity": "C (nats)"}
+
 
 def read_log(path: str) -> dict[str, list[float]]:
-    """log.csv as columns of floats."""
+    """log.csv as columns of floats, aligned with `step`; a cell left empty (a column added mid-run) is NaN."""
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(r[key]) for r in rows if r.get(key) not in (None, "")] for key in (rows[0] if rows else {})}
+    names = list(rows[0]) if rows else []
+    return {key: [float(r[key]) if r.get(key) not in (None, "") else math.nan for r in rows] for key in names}
 
 
-def plot_log(path: str, out_dir: str) -> list[str]:
-    """losses.png (every scalar term, the β schedule on a second axis) and kl_per_dim.png; returns the paths."""
+def kl_columns(columns: dict) -> list[str]:
+    """kl_0 … kl_{D-1}, in latent order."""
+    return sorted((k for k in columns if k.startswith("kl_") and k[3:].isdigit()), key=lambda k: int(k[3:]))
+
+
+def loss_columns(columns: dict) -> list[str]:
+    """Every other scalar column: whatever terms the objective logged."""
+    return [k for k in columns if k != "step" and k not in SCHEDULES and k not in kl_columns(columns)]
+
+
+def _schedule_axis(axis, columns: dict) -> None:
+    """The β and/or C schedule, dashed, on a second y axis."""
+    present = [k for k in SCHEDULES if k in columns]
+    if not present:
+        return
+    twin = axis.twinx()
+    for name, style in zip(present, ("--", ":")):
+        twin.plot(columns["step"], columns[name], color="black", linestyle=style, linewidth=1, label=SCHEDULES[name])
+    twin.set_ylim(bottom=0)  # β and C are never negative; from zero, a constant β reads as constant
+    twin.set_ylabel(" / ".join(f"{SCHEDULES[k]} ({s})" for k, s in zip(present, ("dashed", "dotted"))))
+
+
+def plot_losses(columns: dict, path: str) -> None:
+    """Every loss term over steps (symlog: terms differ by orders of magnitude and some may be negative)."""
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    for name in loss_columns(columns):
+        axis.plot(columns["step"], columns[name], label=name)
+    axis.set_xlabel("step"), axis.set_ylabel("nats per image"), axis.set_yscale("symlog")
+    axis.legend(loc="upper left", fontsize=8)
+    _schedule_axis(axis, columns)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_kl_per_dim(columns: dict, path: str) -> None:
+    """KL of each latent dimension to the prior over steps, with the β or C schedule (the poster's Fig. 3)."""
+    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    for name in kl_columns(columns):
+        axis.plot(columns["step"], columns[name], label=f"z{name[3:]}")
+    axis.set_xlabel("step"), axis.set_ylabel("KL to the prior (nats)")
+    axis.legend(loc="upper left", fontsize=7, ncol=2)
+    _schedule_axis(axis, columns)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_final_kl(columns: dict, path: str, active_kl: float = 0.01) -> None:
+    """The last logged KL per dimension as bars, the activity threshold as a line."""
+    names = kl_columns(columns)
+    values = [columns[k][-1] for k in names]
+    figure, axis = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2), dpi=110)
+    axis.bar(range(len(names)), values, color=["C0" if v >= active_kl else "0.7" for v in values])
+    axis.axhline(active_kl, color="black", linewidth=0.8, linestyle=":", label=f"active threshold {active_kl:g}")
+    axis.set_xticks(range(len(names)), [f"z{k[3:]}" for k in names], fontsize=8)
+    axis.set_ylabel("KL (nats)"), axis.set_title(f"KL per dimension at step {columns['step'][-1]:.0f}", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_log(path: str, out_dir: str, active_kl: float = 0.01) -> list[str]:
+    """losses.png, kl_per_dim.png and kl_final.png from log.csv (the last two when it has kl_i columns); returns the paths."""
+    if not os.path.isfile(path):
+        return []
     columns = read_log(path)
     if not columns.get("step"):
         return []
-    steps = columns["step"]
-    written = []
-
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
-    for name in [k for k in columns if k not in ("step", "beta") and not k.startswith("kl_")]:
-        axis.plot(steps, columns[name], label=name)
-    axis.set_xlabel("step"), axis.set_ylabel("nats per image"), axis.set_yscale("symlog")
-    axis.legend(loc="upper left", fontsize=8)
-    if "beta" in columns:
-        twin = axis.twinx()
-        twin.plot(steps, columns["beta"], color="black", linestyle="--", linewidth=1, label="β")
-        twin.set_ylabel("β (dashed)")
-    figure.tight_layout()
-    written.append(os.path.join(out_dir, "losses.png"))
-    figure.savefig(written[-1])
-    plt.close(figure)
-
-    dims = sorted((k for k in columns if k.startswith("kl_") and k[3:].isdigit()), key=lambda k: int(k[3:]))
-    if dims:
-        figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
-        for name in dims:
-            axis.plot(steps, columns[name], label=f"z{name[3:]}")
-        axis.set_xlabel("step"), axis.set_ylabel("KL to the prior (nats)")
-        axis.legend(loc="upper left", fontsize=7, ncol=2)
-        figure.tight_layout()
+    written = [os.path.join(out_dir, "losses.png")]
+    plot_losses(columns, written[-1])
+    if kl_columns(columns):
         written.append(os.path.join(out_dir, "kl_per_dim.png"))
-        figure.savefig(written[-1])
-        plt.close(figure)
+        plot_kl_per_dim(columns, written[-1])
+        written.append(os.path.join(out_dir, "kl_final.png"))
+        plot_final_kl(columns, written[-1], active_kl)
     return written

@@ -15,7 +15,7 @@ def run_args(tmp_path, name, steps=12, *extra):
     return ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", f"run_name={name}",
             "--set", f"steps={steps}", "--set", "batch_size=16", "--set", "log_every=2", "--set", "sample_every=6",
             "--set", "checkpoint_every=6", "--set", "traverse_samples=40", "--set", "device=cpu",
-            "--set", "lr=0.001", "--set", "metrics=false", *extra]
+            "--set", "lr=0.001", "--set", "metrics=false", "--set", "factor_samples=0", *extra]
 
 
 def read_rows(path):
@@ -108,9 +108,10 @@ def test_traverse_rebuilds_the_model_from_the_checkpoint_alone(tmp_path, capsys)
     assert main.main(run_args(tmp_path, "t", 4)) == 0
     out = tmp_path / "redrawn"
     assert traverse.main([str(tmp_path / "t" / "checkpoint.pt"), "--out", str(out)]) == 0
-    assert {p.name for p in out.iterdir()} == {"reconstructions_step000004.png",
+    assert {p.name for p in out.iterdir()} == {"reconstructions_step000004.png", "samples_step000004.png",
                                                 "traversal_highest_mean_step000004.png",
-                                                "traversal_grid_step000004.png"}
+                                                "traversal_grid_step000004.png", "heatmaps_step000004.png",
+                                                "factor_means_step000004.png"}
     not_a_checkpoint = tmp_path / "notes.pt"
     not_a_checkpoint.write_text("hello")
     assert traverse.main([str(not_a_checkpoint)]) == 2

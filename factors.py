@@ -1,0 +1,115 @@
+"""Which latent took which ground-truth factor: heat maps of mean μ over position and μ against each other factor.
+
+For datasets with ground-truth factors (`factor_names`, `factor_sizes`, `latents_classes`, `images`), i.e.
+dSprites; datasets without them (CelebA) get none of these pictures. The heat maps are the right column of
+Fig. 2 of the poster in ../shared/seeds/002_f908338fd1f43f20.txt.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+POSITION = ("posX", "posY")
+
+
+def has_factors(dataset) -> bool:
+    return bool(getattr(dataset, "factor_sizes", None)) and all(n in dataset.factor_names for n in POSITION)
+
+
+def _random_classes(dataset, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` rows of latents_classes drawn uniformly, so every factor not set afterwards is averaged over."""
+    rows = torch.randint(len(dataset.latents_classes), (count,), generator=generator)
+    return dataset.latents_classes[rows.to(dataset.latents_classes.device)].clone()  # [count, 1 + factors]
+
+
+@torch.no_grad()
+def _mean_mu(encoder: Callable, dataset, classes: torch.Tensor, groups: int, batch_size: int = 1024) -> torch.Tensor:
+    """Mean μ per group for classes laid out group-major ([groups · k, ...]): [groups, D]."""
+    mu = torch.cat([encoder(dataset.images(chunk)).cpu() for chunk in classes.split(batch_size)])  # [groups·k, D]
+    return mu.view(groups, -1, mu.shape[1]).mean(dim=1)
+
+
+def position_heatmaps(encoder: Callable, dataset, samples: int, seed: int = 0) -> torch.Tensor:
+    """Mean μ of every latent at each (posX, posY) cell, over `samples` random draws of the other factors per cell.
+
+    Returns [D, size_y, size_x]: maps[d, y, x] is latent d's mean μ with the sprite at column x, row y (image layout).
+    """
+    x_column, y_column = (1 + dataset.factor_names.index(n) for n in POSITION)  # column 0 of latents_classes is colour
+    size_x, size_y = (dataset.factor_sizes[dataset.factor_names.index(n)] for n in POSITION)
+    classes = _random_classes(dataset, size_y * size_x * samples, torch.Generator().manual_seed(seed))
+    cells = torch.arange(size_y * size_x, device=classes.device).repeat_interleave(samples)  # group-major
+    classes[:, y_column], classes[:, x_column] = cells // size_x, cells % size_x
+    means = _mean_mu(encoder, dataset, classes, size_y * size_x)  # [cells, D]
+    return means.T.reshape(-1, size_y, size_x)
+
+
+def factor_means(encoder: Callable, dataset, samples: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """For every factor except position: mean μ at each of its values, over `samples` draws of the rest: {name: [size, D]}."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    out = {}
+    for index, (name, size) in enumerate(zip(dataset.factor_names, dataset.factor_sizes)):
+        if name in POSITION:
+            continue
+        classes = _random_classes(dataset, size * samples, generator)
+        classes[:, 1 + index] = torch.arange(size, device=classes.device).repeat_interleave(samples)
+        out[name] = _mean_mu(encoder, dataset, classes, size)
+    return out
+
+
+def shown_latents(kl: torch.Tensor, active_kl: float) -> list[int]:
+    """Active latents by KL, largest first; all of them by KL when none is active (an untrained model still gets a picture)."""
+    order = kl.argsort(descending=True).tolist()
+    return [d for d in order if kl[d] >= active_kl] or order
+
+
+def save_heatmaps(maps: torch.Tensor, dims: list[int], kl: torch.Tensor, path: str) -> None:
+    """One panel per latent: its mean μ over sprite positions, with its own colour scale."""
+    columns = min(5, len(dims))
+    lines = -(-len(dims) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(2.2 * columns + 0.4, 2.3 * lines + 0.3), dpi=100,
+                                squeeze=False)
+    for axis in axes.flat[len(dims):]:
+        axis.set_axis_off()
+    for axis, d in zip(axes.flat, dims):
+        image = axis.imshow(maps[d].numpy(), cmap="viridis", interpolation="nearest")
+        axis.set_title(f"z{d}  KL {kl[d]:.2f}", fontsize=8)
+        axis.set_xlabel("posX", fontsize=7), axis.set_ylabel("posY", fontsize=7)
+        axis.set_xticks([]), axis.set_yticks([])
+        figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+    figure.suptitle("mean μ over (posX, posY), other factors averaged", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def save_factor_plot(means: dict[str, torch.Tensor], dims: list[int], kl: torch.Tensor, path: str) -> None:
+    """One panel per factor: mean μ of each shown latent against the factor's class index."""
+    figure, axes = plt.subplots(1, len(means), figsize=(3.4 * len(means), 3.0), dpi=100, squeeze=False)
+    for axis, (name, values) in zip(axes[0], means.items()):
+        for d in dims:
+            axis.plot(range(len(values)), values[:, d].numpy(), marker="o" if len(values) < 10 else None,
+                      markersize=3, label=f"z{d} ({kl[d]:.2f})")
+        axis.set_xlabel(f"{name} (class index)", fontsize=8), axis.set_ylabel("mean μ", fontsize=8)
+        axis.tick_params(labelsize=7)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), title="latent (KL)", title_fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def save_factor_pictures(encoder: Callable, dataset, folder: str, tag: str, kl: torch.Tensor, active_kl: float,
+                         samples: int, seed: int = 0) -> list[str]:
+    """heatmaps{tag}.png and factor_means{tag}.png for the active latents; nothing for a dataset without factors."""
+    if not has_factors(dataset):
+        return []
+    dims = shown_latents(kl, active_kl)
+    paths = [os.path.join(folder, f"heatmaps{tag}.png"), os.path.join(folder, f"factor_means{tag}.png")]
+    save_heatmaps(position_heatmaps(encoder, dataset, samples, seed), dims, kl, paths[0])
+    save_factor_plot(factor_means(encoder, dataset, samples, seed), dims, kl, paths[1])
+    return paths

@@ -1,0 +1,156 @@
+"""The run report: one static predictions/<run>/report.html with params, final losses, metrics and every picture.
+
+No server, scripts or fonts from elsewhere: open the file in a browser. main.py rewrites it at every sample step
+and at the end; `python report.py predictions/<run>` rewrites it by hand.
+"""
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import re
+import sys
+import tempfile
+
+import yaml
+
+import plots
+
+# Pictures named <kind>_stepNNNNNN.png|gif, shown in this order with these captions; kinds not listed come after.
+KINDS = {
+    "reconstructions": "Inputs (top) over their reconstructions from the posterior mean.",
+    "samples": "Decoded draws from the prior z ~ N(0, I); the same draws at every step.",
+    "traversal_grid": "Every latent traversed from z = 0, rows sorted by KL to the prior; grey labels: inactive.",
+    "traversal_highest_mean": "The original project's traversal: the latent with the highest mean |μ|, over its "
+                              "observed range, other latents at 0.",
+    "heatmaps": "Mean μ of each active latent over sprite positions (posX, posY), other factors averaged.",
+    "factor_means": "Mean μ of each active latent against each other ground-truth factor.",
+}
+PLOTS = {
+    "losses.png": "Loss terms over steps; the β or C schedule on the second axis.",
+    "kl_per_dim.png": "KL per latent dimension over steps, with the β or C schedule.",
+    "kl_final.png": "KL per dimension at the last logged step; grey bars are below the activity threshold.",
+}
+STEPPED = re.compile(r"^(?P<kind>[A-Za-z0-9_]+?)_step(?P<step>\d+)\.(?:png|gif)$")
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
+img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}figure{margin:1em 0}
+figcaption{font-size:13px;color:#555}.older{font-size:12px;color:#777}code{font-size:12px}"""
+
+
+def stepped_pictures(run_dir: str) -> dict[str, list[tuple[int, str]]]:
+    """{kind: [(step, file name), ...] by step}, known kinds first, PNG before GIF within a step."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in sorted(os.listdir(run_dir)):
+        match = STEPPED.match(name)
+        if match:
+            found.setdefault(match["kind"], []).append((int(match["step"]), name))
+    order = [k for k in KINDS if k in found] + sorted(k for k in found if k not in KINDS)
+    return {k: sorted(found[k], key=lambda item: (item[0], item[1].endswith(".gif"))) for k in order}
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    cells = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+    return f"<table>{cells}</table>"
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows = []
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        rows += _flatten(value, name + ".") if isinstance(value, dict) else [(name, value)]
+    return rows
+
+
+def _read_yaml(path: str) -> dict:
+    """A YAML mapping, or {} when the file is missing or unreadable (a report never stops a run)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _figure(name: str, caption: str) -> str:
+    source = html.escape(name, quote=True)
+    return f'<figure><img src="{source}" alt="{source}"><figcaption>{html.escape(caption)} <code>{source}</code>' \
+           f"</figcaption></figure>"
+
+
+def build_report(run_dir: str) -> str:
+    """The report's HTML; every src and href is a file in run_dir, by relative name."""
+    record = _read_yaml(os.path.join(run_dir, "params.yaml"))
+    title = html.escape(os.path.basename(os.path.abspath(run_dir)))
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>",
+             f"<body><h1>{title}</h1><p>Updated {datetime.datetime.now():%Y-%m-%d %H:%M:%S}.</p>"]
+    if record:
+        about = [(k, record[k]) for k in ("command", "git_commit", "device") if k in record]
+        about += _flatten(record.get("versions", {}), "version ")
+        parts += ["<h2>Run</h2>", _table(about)]
+
+    log_path = os.path.join(run_dir, "log.csv")
+    columns = plots.read_log(log_path) if os.path.isfile(log_path) else {}
+    if columns.get("step"):
+        last = [("step", int(columns["step"][-1]))]
+        last += [(k, f"{columns[k][-1]:.4g}") for k in plots.loss_columns(columns) + list(plots.SCHEDULES) if k in columns]
+        kl = plots.kl_columns(columns)
+        if kl:
+            last.append(("KL per dim (nats)", "  ".join(f"z{k[3:]} {columns[k][-1]:.3f}" for k in kl)))
+        parts += ["<h2>Last logged losses</h2>", _table(last)]
+
+    metrics = _read_yaml(os.path.join(run_dir, "metrics.yaml"))
+    if metrics:
+        parts += ["<h2>Metrics</h2>", _table(_flatten(metrics)), '<p><a href="metrics.yaml">metrics.yaml</a></p>']
+
+    parts.append("<h2>Pictures</h2>")
+    for kind, files in stepped_pictures(run_dir).items():
+        latest = files[-1][0]
+        parts.append(f"<h3>{html.escape(kind.replace('_', ' '))} — step {latest}</h3>")
+        parts += [_figure(name, KINDS.get(kind, "")) for step, name in files if step == latest]
+        older = [f'<a href="{html.escape(name, quote=True)}">{step}</a>' for step, name in files if step != latest]
+        if older:
+            parts.append(f"<p class='older'>earlier steps: {' · '.join(older)}</p>")
+
+    shown = [name for name in PLOTS if os.path.isfile(os.path.join(run_dir, name))]
+    if shown:
+        parts.append("<h2>Training log</h2>" + "".join(_figure(name, PLOTS[name]) for name in shown))
+        parts.append('<p><a href="log.csv">log.csv</a></p>')
+    if record.get("params"):
+        parts += ["<h2>Params</h2>", _table(list(record["params"].items())), '<p><a href="params.yaml">params.yaml</a></p>']
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(run_dir: str) -> str:
+    """Write run_dir/report.html atomically (a browser reloading mid-write sees the old or the new page); returns its path."""
+    path = os.path.join(run_dir, "report.html")
+    handle, temporary = tempfile.mkstemp(dir=run_dir, suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(build_report(run_dir))
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def refresh(run_dir: str, active_kl: float = 0.01) -> str:
+    """Redraw the log plots, then rewrite the report; what main.py calls at each sample step and at the end."""
+    plots.plot_log(os.path.join(run_dir, "log.csv"), run_dir, active_kl)
+    return write_report(run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not os.path.isdir(argv[0]):
+        print("error: pass one run folder written by main.py, e.g. python report.py predictions/<run>.", file=sys.stderr)
+        return 2
+    params = _read_yaml(os.path.join(argv[0], "params.yaml")).get("params", {})
+    print(f"wrote {refresh(argv[0], float(params.get('active_kl', 0.01)))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
