@@ -130,9 +130,9 @@ def vae(x, x_logits, mu, logvar, z, step: int, params) -> dict[str, torch.Tensor
 
 
 def capacity_vae(x, x_logits, mu, logvar, z, step: int, params) -> dict[str, torch.Tensor]:
-    """Burgess et al. 2018, Sec. 5 (controlled capacity increase): −E_q[log p(x|z)] + γ·|KL(q(z|x) ‖ p(z)) − C|, C (and γ) scheduled.
+    """Burgess et al. 2018, Sec. 5 (controlled capacity increase): −E_q[log p(x|z)] + γ·|KL(q(z|x) ‖ p(z)) − C|.
 
-    C rises from `capacity_start` to `capacity` nats over `capacity_steps` (linear by default).
+    C rises from `capacity_start` to `capacity` nats over `capacity_steps` (linear by default); γ is scheduled too.
     """
     terms = _elbo_terms(x, x_logits, mu, logvar, params)
     gamma, capacity = weight_at(params, "gamma", step), weight_at(params, "capacity", step)
@@ -153,6 +153,8 @@ def log_importance_weights(batch_size: int, dataset_size: int) -> torch.Tensor:
     strides of B, which lands them on columns 0 and 1 instead of the diagonal; both rows sum to 1.
     """
     n, m = dataset_size, batch_size - 1
+    if n < m:
+        raise ValueError(f"stratified sampling needs a dataset ({n}) at least as large as the batch less one ({m})")
     rows = torch.arange(batch_size)
     weights = torch.full((batch_size, batch_size), 1 / m)
     weights[rows, rows] = 1 / n
@@ -162,7 +164,7 @@ def log_importance_weights(batch_size: int, dataset_size: int) -> torch.Tensor:
 
 def kl_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, dataset_size: int,
                      estimator: str) -> dict[str, torch.Tensor]:
-    """Chen et al. 2018, Eq. (2): the sampled KL = index-code MI + total correlation + dimension-wise KL.
+    """Chen et al. 2018, Sec. 2: the sampled KL = index-code MI + total correlation + dimension-wise KL.
 
     q(z) and q(z_d) are estimated on the minibatch from the matrix log q(z_i|x_j) [B, B, D]:
     mss: minibatch-stratified sampling, the weights of log_importance_weights (dataset size N enters).
@@ -189,7 +191,7 @@ def kl_decomposition(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, da
 
 
 def beta_tc_vae(x, x_logits, mu, logvar, z, step: int, params, dataset_size: int) -> dict[str, torch.Tensor]:
-    """Chen et al. 2018, Eq. (4) (the poster's Eq. (1)): recon + α·MI + β·TC + γ·dim-wise KL; β and γ scheduled.
+    """Chen et al. 2018, Sec. 4 (the poster's Eq. (1)): recon + α·MI + β·TC + γ·dim-wise KL; β and γ scheduled.
 
     The KL is replaced by its minibatch decomposition (kl_decomposition); `kl` logs the analytic KL beside it.
     """
@@ -208,7 +210,7 @@ def covariance(values: torch.Tensor) -> torch.Tensor:
 
 
 def dip_regulariser(cov: torch.Tensor, lambda_od: float, lambda_d: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Kumar et al. 2018 (ICLR), Sec. 3: (λ_od·Σ_{i≠j} Cov_ij², λ_d·Σ_i (Cov_ii − 1)²) pushing Cov towards I."""
+    """Kumar et al. 2018 (ICLR), Sec. 3: (λ_od·Σ_{i≠j} Cov_ij², λ_d·Σ_i (Cov_ii − 1)²), pushing Cov towards I."""
     diagonal = torch.diagonal(cov)
     off_diagonal = cov - torch.diag(diagonal)
     return lambda_od * off_diagonal.pow(2).sum(), lambda_d * (diagonal - 1).pow(2).sum()
@@ -255,7 +257,7 @@ def permute_dims(z: torch.Tensor) -> torch.Tensor:
 
 
 def discriminator_tc(discriminator: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """The density-ratio estimate of TC(z), Kim & Mnih 2018, Sec. 3 (density-ratio trick): E[log D(z)/(1 − D(z))] = E[logit₀ − logit₁]."""
+    """TC(z) by the density-ratio trick, Kim & Mnih 2018, Sec. 3: E[log D(z)/(1 − D(z))] = E[logit₀ − logit₁]."""
     logits = discriminator(z)
     return (logits[:, 0] - logits[:, 1]).mean()
 
@@ -291,11 +293,13 @@ class FactorObjective:
 
     def __call__(self, x, x_logits, mu, logvar, z, step: int, params) -> dict[str, torch.Tensor]:
         self.codes = z.detach()
+        self.discriminator.requires_grad_(False)          # the VAE's backward needs ∂TC/∂z, not the weights' grads
         return OBJECTIVES["factor"](x, x_logits, mu, logvar, z, step, params, discriminator=self.discriminator)
 
     def after_step(self) -> dict[str, torch.Tensor]:
+        self.discriminator.requires_grad_(True)
         loss = discriminator_loss(self.discriminator, self.codes)
-        self.optimizer.zero_grad(set_to_none=True)        # also drops the grads the VAE's backward left here
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return {"discriminator_loss": loss.detach()}

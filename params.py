@@ -24,7 +24,7 @@ class Params:
     # --- objective ---
     objective: str = "betaH"           # betaH | vae | betaB | factor | btcvae | dipI | dipII; see losses.OBJECTIVES
     recon: str = "bernoulli"           # reconstruction likelihood: bernoulli (binary data) | gaussian | laplace
-    recon_std: float = 0.7071          # fixed σ of the Gaussian (or Laplace) likelihood; 1/√2: NLL = summed squared error
+    recon_std: float = 0.7071          # fixed σ of a gaussian/laplace likelihood; 1/√2: Gaussian NLL = Σ squared error
     beta: float = 4.0                  # weight on KL (Higgins et al. 2017); the value reached at the end of annealing
     beta_start: typing.Optional[float] = None  # β at step 0 when annealing; None means β is constant
     anneal_steps: int = 0              # steps over which β moves linearly from beta_start to beta (either direction)
@@ -36,7 +36,7 @@ class Params:
     gamma_steps: int = 0               # steps over which γ moves from gamma_start to gamma
     gamma_schedule: str = "linear"     # constant | linear | cosine | cyclical
     gamma_delay: int = 0               # steps γ stays at gamma_start before its schedule starts
-    capacity: float = 25.0             # betaB: capacity C (nats) reached at the end of its schedule (Burgess et al. 2018)
+    capacity: float = 25.0             # betaB: capacity C (nats) at the end of its schedule (Burgess et al. 2018)
     capacity_start: typing.Optional[float] = 0.0  # C at step 0 (nats); None means C is constant
     capacity_steps: int = 100_000      # steps over which C moves from capacity_start to capacity
     capacity_schedule: str = "linear"  # constant | linear | cosine | cyclical
@@ -79,10 +79,10 @@ PRESETS: dict[str, dict] = {
     # The objectives compared in REFERENCE.md, at the settings of Locatello et al. 2019 (batch 64, 300k steps,
     # Adam 1e-4) with a value from each one's published grid (disentanglement_lib unsupervised_study_v1).
     "vae_dsprites": {"objective": "vae"},
-    # Burgess et al. 2018 (γ 100–1000, C_max 20–25 nats over 100k steps) ∩ Locatello et al. (γ = 1000, C_max 25).
+    # Burgess et al. 2018 (γ 100–1000, C_max 20–25 nats over 100k steps) ∩ Locatello (γ = 1000, C_max 25).
     "betaB_dsprites": {"objective": "betaB", "gamma": 1000.0, "capacity": 25.0, "capacity_start": 0.0,
                        "capacity_steps": 100_000},
-    # Kim & Mnih 2018 (γ ≈ 6.4–40) ∩ Locatello et al. (γ ∈ {10, …, 100}); discriminator Adam 1e-4, β 0.5/0.9.
+    # Kim & Mnih 2018 (γ ≈ 6.4–40) ∩ Locatello (γ ∈ {10, …, 100}); discriminator Adam 1e-4, β 0.5/0.9.
     "factor_dsprites": {"objective": "factor", "gamma": 30.0},
     # Chen et al. 2018 with α = γ = 1; β from Locatello et al.'s grid {1, 2, 4, 6, 8, 10}.
     "btcvae_dsprites": {"objective": "btcvae", "alpha": 1.0, "beta": 6.0, "gamma": 1.0, "tc_estimator": "mws"},
