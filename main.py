@@ -29,7 +29,7 @@ import traverse  # noqa: E402
 import validation  # noqa: E402
 from celeba import save_attribute_correlations  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
-from losses import OBJECTIVES  # noqa: E402
+from losses import OBJECTIVES, make_objective  # noqa: E402,F401  (OBJECTIVES: tests patch it through here)
 from models import VAE, load_checkpoint, save_checkpoint  # noqa: E402
 from params import Params, UserError, apply_overrides, build_params, parse_assignment, validate  # noqa: E402
 
@@ -134,6 +134,9 @@ def train_step(model, optimizer, objective, x: torch.Tensor, step: int, params: 
     optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
     optimizer.step()
+    after_step = getattr(objective, "after_step", None)  # a stateful objective's own update, e.g. a discriminator
+    if after_step is not None:
+        terms.update(after_step())
     return terms
 
 
@@ -144,7 +147,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     torch.manual_seed(params.seed)
     model = VAE(dataset.channels, params.latent_dim).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.adam_beta1, params.adam_beta2))
-    objective = OBJECTIVES[params.objective]
+    objective = make_objective(params, len(dataset), device)
     index_generator = torch.Generator().manual_seed(params.seed)
     # A fixed set of images for every picture of the run, drawn apart from the training stream.
     fixed_indices = torch.randint(len(dataset), (params.traverse_samples,),
@@ -154,6 +157,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if "objective" in checkpoint:                       # a stateful objective's networks and optimiser
+            objective.load_state_dict(checkpoint["objective"])
         restore_rng(checkpoint["rng"], index_generator)
         step = checkpoint["step"]
     log = CsvLog(os.path.join(run_dir, "log.csv"), step if checkpoint is not None else None)
@@ -163,7 +168,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     def snapshot() -> dict:
         return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
                 "step": step, "rng": rng_state(index_generator), "params": dataclasses.asdict(params),
-                "channels": dataset.channels, "latent_dim": params.latent_dim}
+                "channels": dataset.channels, "latent_dim": params.latent_dim,
+                **({"objective": copy.deepcopy(objective.state_dict())} if hasattr(objective, "state_dict") else {})}
 
     def save(state: dict) -> None:
         save_checkpoint(checkpoint_path, state)
@@ -203,7 +209,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 row = {"step": step, **{k: round(v.item(), 6) for k, v in means.items() if v.dim() == 0}}
                 row.update({f"kl_{i}": round(v, 6) for i, v in enumerate(means["kl_per_dim"].tolist())})
                 log.write(row)
-                bar.set_postfix({k: f"{row[k]:.4g}" for k in ("loss", "recon", "kl", "beta") if k in row})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step" and not k.startswith("kl_")})
                 last_good = snapshot()
             if step % params.sample_every == 0:
                 was_training = model.training

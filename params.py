@@ -27,12 +27,34 @@ class Params:
     # --- model ---
     latent_dim: int = 10               # number of latent dimensions (Burgess et al. 2018 use 10)
     # --- objective ---
-    objective: str = "betaH"           # betaH (reconstruction + β·KL) | vae (β = 1); see losses.OBJECTIVES
-    recon: str = "bernoulli"           # reconstruction likelihood: bernoulli (binary data) | gaussian
-    recon_std: float = 0.7071          # σ of the fixed-variance Gaussian; 1/√2 makes the NLL the summed squared error
+    objective: str = "betaH"           # betaH | vae | betaB | factor | btcvae | dipI | dipII; see losses.OBJECTIVES
+    recon: str = "bernoulli"           # reconstruction likelihood: bernoulli (binary data) | gaussian | laplace
+    recon_std: float = 0.7071          # fixed σ of a gaussian/laplace likelihood; 1/√2: Gaussian NLL = Σ squared error
     beta: float = 4.0                  # weight on KL (Higgins et al. 2017); the value reached at the end of annealing
     beta_start: typing.Optional[float] = None  # β at step 0 when annealing; None means β is constant
     anneal_steps: int = 0              # steps over which β moves linearly from beta_start to beta (either direction)
+    beta_schedule: str = "linear"      # shape of β's move: constant | linear | cosine | cyclical (Fu et al. 2019)
+    beta_delay: int = 0                # steps β stays at beta_start before its schedule starts
+    beta_normalised: bool = False      # betaH: `beta` is Higgins's β_norm = β·latent_dim/pixels (both are logged)
+    gamma: float = 1.0                 # betaB: weight on |KL − C|; factor: on TC; btcvae: on dimension-wise KL
+    gamma_start: typing.Optional[float] = None  # γ at step 0 when scheduled; None means γ is constant
+    gamma_steps: int = 0               # steps over which γ moves from gamma_start to gamma
+    gamma_schedule: str = "linear"     # constant | linear | cosine | cyclical
+    gamma_delay: int = 0               # steps γ stays at gamma_start before its schedule starts
+    capacity: float = 25.0             # betaB: capacity C (nats) at the end of its schedule (Burgess et al. 2018)
+    capacity_start: typing.Optional[float] = 0.0  # C at step 0 (nats); None means C is constant
+    capacity_steps: int = 100_000      # steps over which C moves from capacity_start to capacity
+    capacity_schedule: str = "linear"  # constant | linear | cosine | cyclical
+    capacity_delay: int = 0            # steps C stays at capacity_start before its schedule starts
+    schedule_cycles: int = 4           # cyclical schedules: number of cycles within their steps (Fu et al. 2019: 4)
+    schedule_ratio: float = 0.5        # cyclical schedules: fraction of each cycle spent ramping (Fu et al. 2019: 0.5)
+    alpha: float = 1.0                 # btcvae: weight on the index-code mutual information (Chen et al. 2018)
+    tc_estimator: str = "mws"          # btcvae: mws (minibatch-weighted) | mss (minibatch-stratified) sampling
+    lambda_od: float = 10.0            # dipI/dipII: weight on the off-diagonal covariance entries (Kumar et al. 2018)
+    lambda_d: float = 100.0            # dipI/dipII: weight on the diagonal covariance entries' distance to 1
+    discriminator_lr: float = 1e-4     # factor: the discriminator's Adam learning rate (Kim & Mnih 2018)
+    discriminator_beta1: float = 0.5   # factor: the discriminator's Adam β1
+    discriminator_beta2: float = 0.9   # factor: the discriminator's Adam β2
     # --- optimisation ---
     batch_size: int = 64               # images per step
     lr: float = 1e-4                   # Adam learning rate (Locatello et al. 2019)
@@ -74,6 +96,19 @@ PRESETS: dict[str, dict] = {
     "betaH_celeba_anneal_down": {**_CELEBA, "beta_start": 100.0, "beta": 0.0, "anneal_steps": 40_000},
     # ... and β rising 0 → 10 over 40k steps (read as "background colour and shading").
     "betaH_celeba_anneal_up": {**_CELEBA, "beta_start": 0.0, "beta": 10.0, "anneal_steps": 40_000},
+    # The objectives compared in REFERENCE.md, at the settings of Locatello et al. 2019 (batch 64, 300k steps,
+    # Adam 1e-4) with a value from each one's published grid (disentanglement_lib unsupervised_study_v1).
+    "vae_dsprites": {"objective": "vae"},
+    # Burgess et al. 2018 (γ 100–1000, C_max 20–25 nats over 100k steps) ∩ Locatello (γ = 1000, C_max 25).
+    "betaB_dsprites": {"objective": "betaB", "gamma": 1000.0, "capacity": 25.0, "capacity_start": 0.0,
+                       "capacity_steps": 100_000},
+    # Kim & Mnih 2018 (γ ≈ 6.4–40) ∩ Locatello (γ ∈ {10, …, 100}); discriminator Adam 1e-4, β 0.5/0.9.
+    "factor_dsprites": {"objective": "factor", "gamma": 30.0},
+    # Chen et al. 2018 with α = γ = 1; β from Locatello et al.'s grid {1, 2, 4, 6, 8, 10}.
+    "btcvae_dsprites": {"objective": "btcvae", "alpha": 1.0, "beta": 6.0, "gamma": 1.0, "tc_estimator": "mws"},
+    # Kumar et al. 2018 as in Locatello et al.: λ_od from {1, 2, 5, 10, 20, 50}; λ_d = 10·λ_od (I), λ_od (II).
+    "dipI_dsprites": {"objective": "dipI", "lambda_od": 10.0, "lambda_d": 100.0},
+    "dipII_dsprites": {"objective": "dipII", "lambda_od": 10.0, "lambda_d": 10.0},
 }
 
 
@@ -154,17 +189,22 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
     return params
 
 
-CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian"), "device": ("auto", "cpu", "cuda")}
-CELEBA_LOADERS = ("cache", "workers")
+CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian", "laplace"),
+           "device": ("auto", "cpu", "cuda"), "tc_estimator": ("mws", "mss"),
+           "celeba_loader": ("cache", "workers")}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
-            "traverse_samples", "traverse_points", "lr", "recon_std")
+            "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",
+            "discriminator_lr", "num_workers")
+NOT_NEGATIVE = ("beta_delay", "gamma_steps", "gamma_delay", "capacity_steps", "capacity_delay",
+                "celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples")
 
 
 def validate(params: Params) -> None:
     """Value checks beyond types, so a bad run stops before it starts."""
-    from losses import OBJECTIVES  # late import: losses does not depend on params
+    from losses import OBJECTIVES, SHAPES  # late import: losses does not depend on params
 
-    choices = dict(CHOICES, objective=tuple(OBJECTIVES))
+    choices = dict(CHOICES, objective=tuple(OBJECTIVES), beta_schedule=SHAPES, gamma_schedule=SHAPES,
+                   capacity_schedule=SHAPES)
     for key, allowed in choices.items():
         if getattr(params, key) not in allowed:
             raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {', '.join(allowed)}.")
@@ -173,11 +213,12 @@ def validate(params: Params) -> None:
             raise UserError(f"Param '{key}' must be positive, got {getattr(params, key)}.")
     if params.anneal_steps < 0:
         raise UserError(f"Param 'anneal_steps' must be zero or positive, got {params.anneal_steps}.")
-    if params.celeba_loader not in CELEBA_LOADERS:
-        raise UserError(f"Param 'celeba_loader' is '{params.celeba_loader}'; "
-                        f"choose one of: {', '.join(CELEBA_LOADERS)}.")
-    if params.num_workers < 1:
-        raise UserError(f"Param 'num_workers' must be positive, got {params.num_workers}.")
-    for key in ("celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples"):
+    for key in NOT_NEGATIVE:
         if getattr(params, key) < 0:
             raise UserError(f"Param '{key}' must be zero or positive, got {getattr(params, key)}.")
+    if params.schedule_ratio > 1:
+        raise UserError(f"Param 'schedule_ratio' is a fraction of a cycle; give a value in (0, 1], "
+                        f"got {params.schedule_ratio}.")
+    if params.objective in ("factor", "btcvae") and params.batch_size < 2:
+        raise UserError(f"Objective '{params.objective}' estimates q(z) across the batch; set batch_size to 2 or "
+                        f"more (64 is usual).")
