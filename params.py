@@ -45,6 +45,14 @@ class Params:
     eval_every: int = 0                # steps between evaluations (metrics, validation loss); 0 = only at the end
     traverse_samples: int = 1000       # images encoded to find the highest-|mean| latent and its range
     traverse_points: int = 10          # images per traversal row
+    # --- performance (same results, faster; "auto" = performance.AUTO's choice for the device, see README "Speed") ---
+    compile: typing.Union[bool, str] = "auto"         # auto | true | false: torch.compile the model
+    amp: typing.Union[bool, str] = "auto"             # auto | bf16 | false: bf16 autocast around the forward pass
+    channels_last: typing.Union[bool, str] = "auto"   # auto | true | false: channels-last memory format
+    fused_adam: typing.Union[bool, str] = "auto"      # auto | true | false: Adam's fused kernel, one launch for all
+    cuda_graphs: typing.Union[bool, str] = "auto"     # auto | true | false: replay steps as CUDA graphs (CUDA, compile)
+    flush_denormal: typing.Union[bool, str] = "auto"  # auto | true | false: flush denormal floats to zero (CPU)
+    threads: int = 0                   # CPU threads for torch; 0 leaves torch's default (one per core)
 
 
 # Named presets: partial overrides of the defaults above. Published settings are cited in REFERENCE.md.
@@ -134,7 +142,10 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
     return params
 
 
-CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian"), "device": ("auto", "cpu", "cuda")}
+CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian"), "device": ("auto", "cpu", "cuda"),
+           **{switch: ("auto", True, False) for switch in ("compile", "channels_last", "fused_adam", "cuda_graphs",
+                                                          "flush_denormal")},
+           "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std")
 
@@ -146,9 +157,12 @@ def validate(params: Params) -> None:
     choices = dict(CHOICES, objective=tuple(OBJECTIVES))
     for key, allowed in choices.items():
         if getattr(params, key) not in allowed:
-            raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {', '.join(allowed)}.")
+            names = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in allowed)  # YAML's true, false
+            raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {names}.")
     for key in POSITIVE:
         if getattr(params, key) <= 0:
             raise UserError(f"Param '{key}' must be positive, got {getattr(params, key)}.")
     if params.anneal_steps < 0:
         raise UserError(f"Param 'anneal_steps' must be zero or positive, got {params.anneal_steps}.")
+    if params.threads < 0:
+        raise UserError(f"Param 'threads' must be zero (torch's default) or positive, got {params.threads}.")
