@@ -1,4 +1,4 @@
-"""Benchmark main.py's training step against the standard DataLoader loop: python bench.py [--device cpu] [--check-numerics]."""
+"""Time main.py's training step against the usual DataLoader loop: python bench.py [--device D] [--check-numerics]."""
 from __future__ import annotations
 
 import argparse
@@ -73,7 +73,8 @@ def prepare_data(count: int, seed: int, device: torch.device) -> tuple[torch.Ten
     """A fixed random subset of dSprites rendered once: float32 [N, 1, 64, 64] on device, and what it cost."""
     rss, start = rss_mib(), time.perf_counter()
     DSprites(None, device)  # main.py's dataset: factor classes resident, images drawn per batch
-    ready = {"dsprites_ready_s": round(time.perf_counter() - start, 3), "dsprites_ready_rss_mib": round(rss_mib() - rss, 1)}
+    ready = {"dsprites_ready_s": round(time.perf_counter() - start, 3),
+             "dsprites_ready_rss_mib": round(rss_mib() - rss, 1)}
     rss, start = rss_mib(), time.perf_counter()
     rows = np.random.default_rng(seed).choice(DATASET_SIZE, count, replace=False)
     images = torch.from_numpy(render_dsprites(all_latent_classes()[rows])).float().unsqueeze(1).to(device)
@@ -157,19 +158,21 @@ class Ours:
         return self.losses[-1]
 
 
-def timed(loop, steps: int, device: torch.device) -> tuple[float, float]:
-    """(seconds, peak memory in MiB) for `steps` steps of `loop`, run under its own process-wide settings."""
+def timed(loop, steps: int, device: torch.device) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of this process, peak memory in MiB) for `steps` steps of `loop`, run under
+    its own process-wide settings. CPU time is the steadier figure on a shared machine: other processes
+    stretch the wall clock but not the work this one does."""
     torch.set_flush_denormal(loop.flush_denormal)
     torch.set_num_threads(loop.threads)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     loop.run(steps)
     sync(device)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else rss_mib()
-    return seconds, peak
+    return seconds, cpu_seconds, peak
 
 
 def bench_batch_size(images: torch.Tensor, params, device: torch.device, args) -> dict:
@@ -177,22 +180,25 @@ def bench_batch_size(images: torch.Tensor, params, device: torch.device, args) -
     other processes falls on both alike; medians over windows."""
     loops = {"reference": Reference(images, params, device, params.seed), "ours": Ours(images, params, device,
                                                                                        params.seed)}
-    figures = {name: {"warmup_s": timed(loop, args.warmup, device)[0], "rates": [], "peak": 0.0}
+    figures = {name: {"warmup_s": timed(loop, args.warmup, device)[0], "rates": [], "cpu": [], "peak": 0.0}
                for name, loop in loops.items()}
     for window in range(args.windows):
         order = ("reference", "ours") if window % 2 == 0 else ("ours", "reference")
         for name in order:
-            seconds, peak = timed(loops[name], args.steps, device)
+            seconds, cpu_seconds, peak = timed(loops[name], args.steps, device)
             figures[name]["rates"].append(args.steps / seconds)
+            figures[name]["cpu"].append(1000 * cpu_seconds / args.steps)
             figures[name]["peak"] = max(figures[name]["peak"], peak)
-    result = {}
+    result, memory_key = {}, "gpu_max_allocated_mib" if device.type == "cuda" else "host_rss_mib"
     for name, figure in figures.items():
         rate = statistics.median(figure["rates"])
         result[name] = {"steps_per_s": round(rate, 2), "images_per_s": round(rate * params.batch_size, 1),
                         "window_steps_per_s": [round(r, 2) for r in figure["rates"]],
+                        "cpu_ms_per_step": round(statistics.median(figure["cpu"]), 1),
                         "warmup_s": round(figure["warmup_s"], 2),
-                        ("gpu_max_allocated_mib" if device.type == "cuda" else "host_rss_mib"): round(figure["peak"], 1)}
+                        memory_key: round(figure["peak"], 1)}
     result["ratio"] = round(result["ours"]["steps_per_s"] / result["reference"]["steps_per_s"], 2)
+    result["ratio_cpu_time"] = round(result["reference"]["cpu_ms_per_step"] / result["ours"]["cpu_ms_per_step"], 2)
     result["settings"] = {k: v for k, v in loops["ours"].settings.items()}
     result["final_loss"] = {"reference": round(loops["reference"].losses[-1], 3),
                             "ours": round(loops["ours"].final_loss(), 3)}
@@ -223,7 +229,8 @@ def check_numerics(images: torch.Tensor, params, device: torch.device, steps: in
         timed(loop, steps, device)
         loss = loop.final_loss()
         plain = results.get("plain fp32", {}).get("final_loss", loss)
-        results[name] = {"final_loss": round(loss, 4), "relative_difference": round(abs(loss - plain) / abs(plain), 5),
+        results[name] = {"final_loss": round(loss, 4),
+                         "relative_difference": round(abs(loss - plain) / abs(plain), 5),
                          "seconds": round(time.perf_counter() - start, 1)}
         print(f"{name:>15}: final loss {loss:.4f}  relative difference to plain fp32 "
               f"{results[name]['relative_difference']:.3%}  ({results[name]['seconds']:.0f} s)", flush=True)
@@ -237,15 +244,17 @@ def print_table(record: dict) -> None:
           f"{ready['subset_images']} images pre-rendered: {ready['subset_render_s']:.2f} s, "
           f"{ready['subset_rss_mib']:+.0f} MiB host")
     memory = "GPU max MiB" if record["device"] == "cuda" else "host RSS MiB"
-    print(f"| batch | loop | steps/s | images/s | ours / reference | warm-up s | {memory} |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print(f"| batch | loop | steps/s | images/s | ours / reference | CPU ms/step | ours / reference (CPU time) "
+          f"| warm-up s | {memory} |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for batch_size, result in record["results"].items():
         for name in ("reference", "ours"):
             figures = result[name]
             peak = figures.get("gpu_max_allocated_mib", figures.get("host_rss_mib"))
-            ratio = f"{result['ratio']:.2f}" if name == "ours" else ""
+            ratio, ratio_cpu = (f"{result['ratio']:.2f}", f"{result['ratio_cpu_time']:.2f}") if name == "ours" \
+                else ("", "")
             print(f"| {batch_size} | {name} | {figures['steps_per_s']:.1f} | {figures['images_per_s']:.0f} | {ratio} | "
-                  f"{figures['warmup_s']:.1f} | {peak:.0f} |")
+                  f"{figures['cpu_ms_per_step']:.0f} | {ratio_cpu} | {figures['warmup_s']:.1f} | {peak:.0f} |")
     print("ours settings: " + ", ".join(f"{k}={v}" for k, v in record["settings"].items()))
 
 
