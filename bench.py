@@ -27,9 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where both loops train")
     parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 256], help="batch sizes to time")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per window")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per window")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per loop; the median is reported")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps per loop first (compilation included)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per loop first (compilation included)")
     parser.add_argument("--images", type=int, default=4096, help="size of the pre-rendered dSprites subset")
     parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param for 'ours' (e.g. --set compile=true), as in main.py")
@@ -223,7 +223,7 @@ def check_numerics(images: torch.Tensor, params, device: torch.device, steps: in
     difference to plain fp32; the issue's bar is 1%."""
     results = {}
     for name, overrides in NUMERICS.items():
-        config = params if overrides is None else dataclasses.replace(params, **PLAIN, **overrides)
+        config = params if overrides is None else dataclasses.replace(params, **{**PLAIN, **overrides})
         start = time.perf_counter()
         loop = Ours(images, config, device, params.seed)
         timed(loop, steps, device)

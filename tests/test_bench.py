@@ -145,3 +145,16 @@ def test_compile_wraps_the_model_in_place_and_keeps_its_checkpoint_keys():
     performance.prepare_performance(model, dataclasses.replace(PLAIN, compile=True), "cpu")
     assert model._compiled_call_impl is not None and list(model.state_dict()) == keys
     assert performance.prepare_performance(VAE(), PLAIN, "cpu") == {**bench.PLAIN, "threads": 0}
+
+
+def test_check_numerics_compares_each_switch_with_plain_fp32(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "NUMERICS", {"plain fp32": {}, "fused_adam": {"fused_adam": True},
+                                            "amp bf16": {"amp": "bf16"}})
+    out = tmp_path / "numerics.yaml"
+    assert bench.main_bench(["--device", "cpu", "--check-numerics", "--numerics-steps", "3", "--images", "16",
+                             "--set", "batch_size=4", "--set", "log_every=2", "--out", str(out)]) == 0
+    numerics = yaml.safe_load(out.read_text())["numerics"]
+    assert list(numerics) == ["plain fp32", "fused_adam", "amp bf16"]
+    assert numerics["plain fp32"]["relative_difference"] == 0
+    assert numerics["fused_adam"]["relative_difference"] < 1e-4 < numerics["amp bf16"]["relative_difference"] < 0.02
+    assert "relative difference to plain fp32" in capsys.readouterr().out
