@@ -10,13 +10,14 @@ from params import Params, UserError
 
 SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal")
 
-# What "auto" means on each device type. CPU, measured with bench.py (batch 64) on the shared 2-core
-# development machine, interleaved with the reference loop: channels_last 1.21x the reference where the
-# same run without it gave 0.98x; compile 0.86x after 59 s of compilation, so off. flush_denormal: in
-# `bench.py --check-numerics` (200 steps, batch 16) the run took 56 s instead of plain fp32's 120 s with the
-# same final loss: denormal values appear within the first hundred steps. fused_adam: same
-# loss, not separately timed. CUDA: the standard recipe for a small overhead-bound network,
-# NOT measured here (no GPU was available): re-run bench.py on a GPU and change it if the figures disagree.
+# What "auto" means on each device type. CPU: measured with bench.py at batch 64 on the shared 2-core
+# development machine, each switch interleaved with the reference loop. channels_last: 1.21x the reference
+# under heavy load where the same run without it gave 0.98x; on a quieter machine about 1.05x with it and
+# 0.99x without (at batch 256 the auto settings gave 1.58x). compile: 0.86x after 59 s of compilation, so
+# off. flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
+# speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
+# microcode-speed arithmetic. CUDA: the standard recipe for a small overhead-bound network, NOT measured
+# here (no GPU was available): re-run bench.py on a GPU and change it if the figures disagree.
 AUTO = {
     "cpu": {"compile": False, "amp": False, "channels_last": True, "fused_adam": True, "cuda_graphs": False,
             "flush_denormal": True},
