@@ -24,6 +24,7 @@ import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import metrics  # noqa: E402
+import performance  # noqa: E402
 import report  # noqa: E402
 import traverse  # noqa: E402
 import validation  # noqa: E402
@@ -80,6 +81,7 @@ def write_params(run_dir: str, params: Params, device: torch.device, argv: list[
         "git_commit": git_commit(),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
+        "performance": performance.resolve(params, device),  # the speed switches with "auto" resolved
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__},
     }
     with open(os.path.join(run_dir, "params.yaml"), "w") as f:
@@ -129,7 +131,10 @@ def restore_rng(state: dict, index_generator: torch.Generator) -> None:
 
 def train_step(model, optimizer, objective, x: torch.Tensor, step: int, params: Params) -> dict[str, torch.Tensor]:
     """One optimiser step on batch x; returns the objective's terms (tensors, not yet read by the host)."""
-    x_logits, mu, logvar, z = model(x)
+    x = performance.to_memory_format(x, params)
+    with performance.autocast(x, params):          # the forward in bf16 when amp is on; the loss in float32
+        x_logits, mu, logvar, z = model(x)
+    x_logits, mu, logvar, z = x_logits.float(), mu.float(), logvar.float(), z.float()
     terms = objective(x, x_logits, mu, logvar, z, step, params)
     optimizer.zero_grad(set_to_none=True)
     terms["loss"].backward()
@@ -146,7 +151,9 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     log_file = open(os.path.join(run_dir, "run.log"), "a")
     torch.manual_seed(params.seed)
     model = VAE(dataset.channels, params.latent_dim).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.adam_beta1, params.adam_beta2))
+    settings = performance.prepare_performance(model, params, device)  # threads, denormals, memory format, compile
+    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.adam_beta1, params.adam_beta2),
+                                 **performance.adam_options(settings))
     objective = make_objective(params, len(dataset), device)
     index_generator = torch.Generator().manual_seed(params.seed)
     # A fixed set of images for every picture of the run, drawn apart from the training stream.
@@ -267,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = build_params(args.preset, args.config, args.assignments)
         device = resolve_device(params.device)
+        performance.resolve(params, device)  # a bad combination of speed switches stops before the run folder exists
         dataset = make_dataset(params, device)  # before the run folder, so bad data leaves no empty run behind
         if not args.resume:
             run_dir = new_run_dir(params, args.preset)

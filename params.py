@@ -76,6 +76,14 @@ class Params:
     metrics_dci: bool = True           # include DCI, whose boosted trees take minutes by protocol
     active_kl: float = 0.01            # nats: a latent whose KL to the prior is below this is inactive (greyed or hidden)
     factor_samples: int = 4            # draws per heat-map cell / factor value for the dSprites factor pictures; 0 = none
+    # --- performance (same results, faster; "auto" = performance.AUTO's choice for the device, see README "Speed") ---
+    compile: typing.Union[bool, str] = "auto"         # auto | true | false: torch.compile the model
+    amp: typing.Union[bool, str] = "auto"             # auto | bf16 | false: bf16 autocast around the forward pass
+    channels_last: typing.Union[bool, str] = "auto"   # auto | true | false: channels-last memory format
+    fused_adam: typing.Union[bool, str] = "auto"      # auto | true | false: Adam's fused kernel, one launch for all
+    cuda_graphs: typing.Union[bool, str] = "auto"     # auto | true | false: replay steps as CUDA graphs (CUDA, compile)
+    flush_denormal: typing.Union[bool, str] = "auto"  # auto | true | false: flush denormal floats to zero (CPU)
+    threads: int = 0                   # CPU threads for torch; 0 leaves torch's default (one per core)
 
 
 # The original project of seeds/000 on CelebA (REFERENCE.md): Gaussian likelihood, batch 64, Adam lr 5e-4 with
@@ -191,12 +199,15 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
 
 CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian", "laplace"),
            "device": ("auto", "cpu", "cuda"), "tc_estimator": ("mws", "mss"),
-           "celeba_loader": ("cache", "workers")}
+           "celeba_loader": ("cache", "workers"),
+           **{switch: ("auto", True, False) for switch in ("compile", "channels_last", "fused_adam", "cuda_graphs",
+                                                          "flush_denormal")},
+           "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",
             "discriminator_lr", "num_workers")
 NOT_NEGATIVE = ("beta_delay", "gamma_steps", "gamma_delay", "capacity_steps", "capacity_delay",
-                "celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples")
+                "celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples", "threads")
 
 
 def validate(params: Params) -> None:
@@ -207,7 +218,8 @@ def validate(params: Params) -> None:
                    capacity_schedule=SHAPES)
     for key, allowed in choices.items():
         if getattr(params, key) not in allowed:
-            raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {', '.join(allowed)}.")
+            names = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in allowed)  # YAML's true, false
+            raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {names}.")
     for key in POSITIVE:
         if getattr(params, key) <= 0:
             raise UserError(f"Param '{key}' must be positive, got {getattr(params, key)}.")

@@ -1,0 +1,88 @@
+"""Speed switches: resolve the params' "auto" performance settings per device and apply them to a run."""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+
+import torch
+
+from params import Params, UserError
+
+SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal")
+
+# What "auto" means on each device type. CPU: measured with bench.py at batch 64 on the shared 2-core
+# development machine, each switch interleaved with the reference loop. channels_last: 1.21x the reference
+# under heavy load where the same run without it gave 0.98x; on a quieter machine about 1.05x with it and
+# 0.99x without (at batch 256 the auto settings gave 1.58x). compile: 0.86x after 59 s of compilation, so
+# off. flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
+# speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
+# microcode-speed arithmetic. CUDA: the standard recipe for a small overhead-bound network, NOT measured
+# here (no GPU was available): re-run bench.py on a GPU and change it if the figures disagree.
+AUTO = {
+    "cpu": {"compile": False, "amp": False, "channels_last": True, "fused_adam": True, "cuda_graphs": False,
+            "flush_denormal": True},
+    "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
+             "flush_denormal": False},
+}
+
+
+def resolve(params: Params, device: torch.device | str) -> dict[str, object]:
+    """The settings a run on `device` uses: each "auto" replaced by AUTO's choice, each explicit value checked."""
+    kind = torch.device(device).type
+    defaults = AUTO.get(kind, AUTO["cpu"])  # any other backend gets the conservative CPU choices
+    settings = {name: defaults[name] if getattr(params, name) == "auto" else getattr(params, name)
+                for name in SWITCHES}
+    if kind != "cuda" and settings["cuda_graphs"]:
+        raise UserError("Param 'cuda_graphs' is true but the device is not a CUDA GPU; set cuda_graphs=auto or false.")
+    if settings["cuda_graphs"] and not settings["compile"]:
+        raise UserError("Param 'cuda_graphs' needs compile (torch.compile captures the graphs); "
+                        "set compile=true or cuda_graphs=false.")
+    if kind == "cuda" and settings["compile"] and importlib.util.find_spec("triton") is None:
+        if params.compile is True:
+            raise UserError("Param 'compile' is true but triton, which torch.compile needs on a GPU, is not "
+                            "installed; install it or set compile=false.")
+        settings["compile"], settings["cuda_graphs"] = False, False  # auto falls back to eager
+    settings["threads"] = params.threads
+    return settings
+
+
+def prepare_performance(model: torch.nn.Module, params: Params, device: torch.device | str) -> dict[str, object]:
+    """Apply the run-wide settings once, before the first step: threads, denormal flushing, memory format and
+    compilation of `model` (in place, so state_dict keys and checkpoints are unchanged). Returns the resolved
+    settings; build the optimiser afterwards with `adam_options(settings)`."""
+    settings = resolve(params, device)
+    if settings["threads"] > 0:
+        torch.set_num_threads(settings["threads"])
+    # Weights and gradients drift into the denormal range late in training, and x86 CPUs handle denormals
+    # in microcode, many times slower than normal floats; flushing them to zero costs no accuracy that matters here.
+    torch.set_flush_denormal(settings["flush_denormal"])
+    if settings["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    if settings["compile"]:
+        model.compile(mode="reduce-overhead" if settings["cuda_graphs"] else None)
+    return settings
+
+
+def adam_options(settings: dict[str, object]) -> dict[str, object]:
+    """Keyword arguments for torch.optim.Adam: the fused kernel (one launch for all parameters) when switched on."""
+    return {"fused": True} if settings["fused_adam"] else {}
+
+
+def autocast(x: torch.Tensor, params: Params) -> contextlib.AbstractContextManager:
+    """bf16 autocast around the forward pass when amp resolves to bf16; a no-op context otherwise."""
+    if resolve_one("amp", params, x.device) == "bf16":
+        return torch.autocast(x.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_memory_format(x: torch.Tensor, params: Params) -> torch.Tensor:
+    """The batch in channels-last layout when the model is, so the first convolution needs no conversion."""
+    if resolve_one("channels_last", params, x.device):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def resolve_one(name: str, params: Params, device: torch.device) -> bool | str:
+    """One switch's resolved value, cheap enough to call every step (no checks; resolve() did them at start-up)."""
+    value = getattr(params, name)
+    return AUTO.get(device.type, AUTO["cpu"])[name] if value == "auto" else value

@@ -1,0 +1,160 @@
+"""bench.py and the speed switches: the benchmark's figures and YAML, and each switch training like plain fp32."""
+import dataclasses
+
+import pytest
+import torch
+import yaml
+
+import bench
+import main
+import performance
+from params import Params, UserError, build_params
+
+PLAIN = dataclasses.replace(Params(), batch_size=8, lr=1e-3, **bench.PLAIN)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return bench.prepare_data(32, seed=0, device=torch.device("cpu"))[0]
+
+
+@pytest.fixture(scope="module")
+def plain_losses(images):
+    return losses_of(PLAIN, images)
+
+
+@pytest.fixture(autouse=True)
+def restore_process_settings():
+    """The switches set process-wide state; put it back so other tests run as they would alone."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
+
+
+def losses_of(params, images, steps=2):
+    """Per-step losses of main.train_step under `params`, on a fixed batch sequence and a fixed noise seed."""
+    loop = bench.Ours(images, dataclasses.replace(params, log_every=1), torch.device("cpu"), seed=0)
+    loop.run(steps)
+    return loop.losses
+
+
+def test_bench_writes_its_figures_as_yaml(tmp_path, capsys):
+    out = tmp_path / "bench.yaml"
+    assert bench.main_bench(["--device", "cpu", "--batch-size", "4", "--steps", "1", "--windows", "3",
+                             "--warmup", "1", "--images", "16", "--out", str(out)]) == 0
+    record = yaml.safe_load(out.read_text())
+    result = record["results"][4]
+    for name in ("reference", "ours"):
+        figures = result[name]
+        assert len(figures["window_steps_per_s"]) == 3
+        assert figures["steps_per_s"] == pytest.approx(sorted(figures["window_steps_per_s"])[1], abs=0.01)
+        assert figures["images_per_s"] == pytest.approx(figures["steps_per_s"] * 4, abs=0.1)
+        assert figures["host_rss_mib"] > 0 and figures["warmup_s"] > 0 and figures["cpu_ms_per_step"] > 0
+    assert result["ratio"] == pytest.approx(result["ours"]["steps_per_s"] / result["reference"]["steps_per_s"],
+                                            abs=0.01)
+    assert result["ratio_cpu_time"] == pytest.approx(
+        result["reference"]["cpu_ms_per_step"] / result["ours"]["cpu_ms_per_step"], abs=0.02)
+    assert record["settings"] == performance.resolve(Params(device="cpu"), "cpu")
+    assert record["data"]["subset_images"] == 16 and record["device"] == "cpu" and "cores" in record["hardware"]
+    assert all(torch.isfinite(torch.tensor(v)) for v in result["final_loss"].values())
+    table = capsys.readouterr().out
+    assert "| 4 | reference |" in table and "| 4 | ours |" in table and str(out) in table
+
+
+def test_bench_rejects_a_bad_setting_in_one_sentence(tmp_path, capsys):
+    assert bench.main_bench(["--device", "cpu", "--set", "cuda_graphs=true", "--out", str(tmp_path / "b.yaml")]) == 2
+    assert "cuda_graphs" in capsys.readouterr().err and not (tmp_path / "b.yaml").exists()
+
+
+def test_reference_and_ours_train_the_same_model_on_the_same_data(images):
+    params = dataclasses.replace(Params(), batch_size=4)
+    reference, ours = bench.Reference(images, params, torch.device("cpu"), 3), bench.Ours(images, params, "cpu", 3)
+    assert reference.model.state_dict().keys() == ours.model.state_dict().keys()
+    for name, value in reference.model.state_dict().items():
+        assert torch.equal(value, ours.model.state_dict()[name]), name
+    assert torch.equal(reference.loader.dataset.tensors[0], ours.images)
+    assert reference.objective is ours.objective and ours.optimizer.defaults["lr"] == reference.optimizer.defaults["lr"]
+    # Same data, same loss: their first losses are those of the same network on two draws from one set.
+    reference.run(2), ours.run(2)
+    assert ours.final_loss() == pytest.approx(reference.losses[-1], rel=0.2)
+
+
+@pytest.mark.parametrize("switch, value, tolerance", [
+    ("flush_denormal", True, 1e-6),
+    ("fused_adam", True, 1e-4),
+    ("channels_last", True, 1e-4),
+    ("amp", "bf16", 2e-2),                # bf16 keeps 8 bits of mantissa: ~0.4% per operation
+])
+def test_each_switch_trains_like_plain_fp32(images, plain_losses, switch, value, tolerance):
+    switched = losses_of(dataclasses.replace(PLAIN, **{switch: value}), images)
+    assert len(plain_losses) == len(switched) == 2
+    assert switched == pytest.approx(plain_losses, rel=tolerance)
+    assert plain_losses[0] != plain_losses[1]  # the step really trained: a frozen model would pass any tolerance
+
+
+def test_switches_change_the_model_and_optimiser_they_claim_to(images):
+    loop = bench.Ours(images, dataclasses.replace(PLAIN, channels_last=True, fused_adam=True, flush_denormal=True),
+                      "cpu", seed=0)
+    assert loop.model.encoder.convs[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert loop.optimizer.defaults["fused"] is True
+    assert (torch.tensor([1e-40]) * 1.0).item() == 0.0  # denormals flushed to zero
+    x = performance.to_memory_format(torch.zeros(2, 3, 8, 8), loop.params)  # RGB: with 1 channel both layouts agree
+    assert x.stride() == (192, 1, 24, 3)  # NHWC
+    assert performance.to_memory_format(torch.zeros(2, 3, 8, 8), PLAIN).stride() == (192, 64, 8, 1)  # NCHW
+    with performance.autocast(images, dataclasses.replace(PLAIN, amp="bf16")):
+        assert loop.model.encoder.fc[0](torch.ones(2, 512)).dtype == torch.bfloat16
+
+
+def test_auto_resolves_per_device_and_explicit_values_win():
+    assert performance.resolve(Params(), "cpu") == {**performance.AUTO["cpu"], "threads": 0}
+    assert performance.resolve(Params(compile=True, amp="bf16"), "cpu")["compile"] is True
+    assert performance.resolve(Params(amp="bf16"), "cpu")["amp"] == "bf16"
+    with pytest.raises(UserError, match="needs compile"):
+        performance.resolve(Params(compile=False, cuda_graphs=True), "cuda")
+
+
+def test_switch_params_take_yaml_spellings_and_reject_others():
+    params = build_params(assignments=["compile=on", "channels_last=false", "amp=bf16", "threads=1"])
+    assert params.compile is True and params.channels_last is False and params.amp == "bf16" and params.threads == 1
+    with pytest.raises(UserError, match="choose one of: auto, bf16, false"):
+        build_params(assignments=["amp=fp16"])
+    with pytest.raises(UserError, match="compile"):
+        build_params(assignments=["compile=fast"])
+    with pytest.raises(UserError, match="threads"):
+        build_params(assignments=["threads=-1"])
+
+
+def test_a_run_records_its_resolved_speed_settings(tmp_path):
+    argv = ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", "run_name=r", "--set",
+            "steps=2", "--set", "batch_size=4", "--set", "sample_every=100", "--set", "traverse_samples=8",
+            "--set", "device=cpu", "--set", "channels_last=true", "--set", "threads=1"]
+    assert main.main(argv) == 0
+    record = yaml.safe_load((tmp_path / "r" / "params.yaml").read_text())
+    assert record["params"]["channels_last"] is True and record["params"]["compile"] == "auto"
+    assert record["performance"] == {**performance.AUTO["cpu"], "channels_last": True, "threads": 1}
+
+
+def test_compile_wraps_the_model_in_place_and_keeps_its_checkpoint_keys():
+    """Compiling takes about a minute on 2 cores, so its numerics are checked by bench.py --check-numerics;
+    here: the switch compiles the model without renaming its weights (checkpoints stay loadable)."""
+    from models import VAE
+
+    model = VAE()
+    keys = list(model.state_dict())
+    performance.prepare_performance(model, dataclasses.replace(PLAIN, compile=True), "cpu")
+    assert model._compiled_call_impl is not None and list(model.state_dict()) == keys
+    assert performance.prepare_performance(VAE(), PLAIN, "cpu") == {**bench.PLAIN, "threads": 0}
+
+
+def test_check_numerics_compares_each_switch_with_plain_fp32(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "NUMERICS", {"plain fp32": {}, "fused_adam": {"fused_adam": True},
+                                            "amp bf16": {"amp": "bf16"}})
+    out = tmp_path / "numerics.yaml"
+    assert bench.main_bench(["--device", "cpu", "--check-numerics", "--numerics-steps", "3", "--images", "16",
+                             "--set", "batch_size=4", "--set", "log_every=2", "--out", str(out)]) == 0
+    numerics = yaml.safe_load(out.read_text())["numerics"]
+    assert list(numerics) == ["plain fp32", "fused_adam", "amp bf16"]
+    assert numerics["plain fp32"]["relative_difference"] == 0
+    assert numerics["fused_adam"]["relative_difference"] < 1e-4 < numerics["amp bf16"]["relative_difference"] < 0.02
+    assert "relative difference to plain fp32" in capsys.readouterr().out
