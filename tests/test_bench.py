@@ -128,7 +128,8 @@ def test_switch_params_take_yaml_spellings_and_reject_others():
 def test_a_run_records_its_resolved_speed_settings(tmp_path):
     argv = ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", "run_name=r", "--set",
             "steps=2", "--set", "batch_size=4", "--set", "sample_every=100", "--set", "traverse_samples=8",
-            "--set", "device=cpu", "--set", "channels_last=true", "--set", "threads=1"]
+            "--set", "device=cpu", "--set", "channels_last=true", "--set", "threads=1",
+            "--set", "metrics=false", "--set", "factor_samples=0"]
     assert main.main(argv) == 0
     record = yaml.safe_load((tmp_path / "r" / "params.yaml").read_text())
     assert record["params"]["channels_last"] is True and record["params"]["compile"] == "auto"

@@ -26,7 +26,7 @@ def run_args(tmp_path, name, steps, *extra):
     return ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", f"run_name={name}",
             "--set", f"steps={steps}", "--set", "batch_size=8", "--set", "log_every=1", "--set", "sample_every=1000",
             "--set", "checkpoint_every=1000", "--set", "traverse_samples=16", "--set", "traverse_points=3",
-            "--set", "device=cpu", *extra]
+            "--set", "device=cpu", "--set", "metrics=false", "--set", "factor_samples=0", *extra]
 
 
 def read_rows(path):

@@ -66,7 +66,7 @@ def test_log_columns_are_read_generically(tmp_path):
 def test_a_short_run_refreshes_its_report_at_sample_steps(tmp_path):
     args = ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", "run_name=r", "--set", "steps=3",
             "--set", "batch_size=8", "--set", "log_every=2", "--set", "sample_every=2", "--set", "checkpoint_every=3",
-            "--set", "traverse_samples=16", "--set", "device=cpu", "--set", "factor_samples=0"]
+            "--set", "traverse_samples=16", "--set", "device=cpu", "--set", "factor_samples=0", "--set", "metrics=false"]
     assert main.main(args) == 0
     run = tmp_path / "r"
     page = (run / "report.html").read_text()
