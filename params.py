@@ -98,7 +98,7 @@ PRESETS: dict[str, dict] = {
     "betaH_dsprites": {},
     # A CPU demo: short enough for 2 cores in under 10 minutes, long enough for position to separate.
     "demo": {"steps": 6000, "lr": 5e-4, "log_every": 50, "sample_every": 2000, "checkpoint_every": 2000,
-             "traverse_samples": 500},
+             "traverse_samples": 500, "metrics_dci": False},  # DCI's boosted trees alone take minutes
     "betaH_celeba": {**_CELEBA, "beta": 10.0},
     # Its annealed runs: β decreasing 100 → 0 over 40k steps (read as "face structure, jaw and forehead")...
     "betaH_celeba_anneal_down": {**_CELEBA, "beta_start": 100.0, "beta": 0.0, "anneal_steps": 40_000},
