@@ -191,6 +191,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     totals, window = {}, 0
     bar = tqdm(total=params.steps, initial=step, desc=os.path.basename(run_dir), dynamic_ncols=True, smoothing=0.05)
     model.train()
+    loop_start, first_step = time.perf_counter(), step
     try:
         while step < params.steps:
             indices = torch.randint(len(dataset), (params.batch_size,), generator=index_generator)
@@ -246,7 +247,10 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
         log.close()
         val_log.close()
         signal.signal(signal.SIGINT, previous_handler)
+    trained, seconds = step - first_step, time.perf_counter() - loop_start
     save(snapshot())
+    say(f"trained {trained} steps in {seconds:.0f} s: {trained / max(seconds, 1e-9):.1f} steps/s, pictures and "
+        f"checkpoints included")
     if params.metrics:
         metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
     validation.plot_validation(run_dir)

@@ -288,11 +288,13 @@ class DatasetCodes:
     """Representation function of a model on a dataset with factors: factor classes [N, K] → μ [N, D].
 
     Codes are cached per dataset row: the protocols draw ~2.9 million factor combinations from dSprites'
-    737,280 images, so each image is rendered and encoded at most once, in large batches.
+    737,280 images, so each image is rendered and encoded at most once, in batches.
     """
 
-    def __init__(self, model, dataset, batch_size: int = 1000, progress: bool = True):
-        self.model, self.dataset, self.batch_size, self.progress = model, dataset, batch_size, progress
+    def __init__(self, model, dataset, batch_size: int | None = None, progress: bool = True):
+        self.model, self.dataset, self.progress = model, dataset, progress
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.batch_size = batch_size or (128 if on_cpu else 4096)  # see _encode for the CPU figure
         sizes = np.array(dataset.factor_sizes, dtype=np.int64)
         self.strides = np.array([int(np.prod(sizes[k + 1:])) for k in range(len(sizes))], dtype=np.int64)
         self.codes = np.zeros((int(np.prod(sizes)), model.latent_dim), dtype=np.float32)
@@ -310,9 +312,10 @@ class DatasetCodes:
         factors = torch.from_numpy((rows[:, None] // self.strides) % np.array(self.dataset.factor_sizes))
         classes = torch.cat([torch.zeros(len(rows), 1, dtype=torch.int64), factors], dim=1)  # colour 0 first
         chunks = classes.split(self.batch_size)
-        # A channels-last copy of the encoder measured ~30% faster on CPU; the model itself is left as it is.
+        # Measured on 2 CPU cores: a channels-last copy of the encoder runs ~1.5x faster, and batches of up to
+        # ~160 images ~2x faster than 256 or more (16,000 vs 7,500 images/s). The model itself is left as it is.
         encoder = copy.deepcopy(self.model.encoder).eval().to(memory_format=torch.channels_last)
-        bar = tqdm(chunks, desc="encoding images", leave=False, disable=not self.progress or len(chunks) < 20)
+        bar = tqdm(chunks, desc="encoding images", leave=False, disable=not self.progress or len(chunks) < 100)
         with torch.inference_mode():
             for start, chunk in zip(range(0, len(rows), self.batch_size), bar):
                 x = self.dataset.images(chunk).to(device).contiguous(memory_format=torch.channels_last)
