@@ -97,7 +97,7 @@ PRESETS: dict[str, dict] = {
     # Higgins et al. 2017 β-VAE on dSprites at the settings of Locatello et al. 2019 (= the defaults).
     "betaH_dsprites": {},
     # A CPU demo: short enough for 2 cores in under 10 minutes, long enough for position to separate.
-    "demo": {"steps": 4500, "lr": 5e-4, "log_every": 50, "sample_every": 1500, "checkpoint_every": 1500,
+    "demo": {"steps": 6000, "lr": 5e-4, "log_every": 50, "sample_every": 2000, "checkpoint_every": 2000,
              "traverse_samples": 500, "metrics_dci": False},  # DCI's boosted trees alone take minutes
     "betaH_celeba": {**_CELEBA, "beta": 10.0},
     # Its annealed runs: β decreasing 100 → 0 over 40k steps (read as "face structure, jaw and forehead")...

@@ -239,7 +239,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write the README's pictures under fixed names (reconstructions.png, traversal_grid.png "
                              "and .gif, heatmaps.png, factor_means.png, kl_per_dim.png)")
     parser.add_argument("--metrics", action="store_true",
-                        help="also recompute every disentanglement score into OUT/metrics.yaml")
+                        help="also recompute every disentanglement score into OUT/metrics.yaml (DCI included, "
+                             "whatever the run's metrics_dci said)")
+    parser.add_argument("--no-dci", action="store_true", help="with --metrics, leave out DCI (minutes on a CPU)")
     return parser.parse_args(argv)
 
 
@@ -309,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics:
         import metrics
 
-        metrics.record(model, dataset, folder, state["step"], params.seed, params.metrics_dci)
+        metrics.record(model, dataset, folder, state["step"], params.seed, include_dci=not args.no_dci)
     return 0
 
 

@@ -149,13 +149,29 @@ def test_compile_wraps_the_model_in_place_and_keeps_its_checkpoint_keys():
 
 
 def test_check_numerics_compares_each_switch_with_plain_fp32(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "NUMERICS", {"plain fp32": {}, "fused_adam": {"fused_adam": True},
-                                            "amp bf16": {"amp": "bf16"}})
-    out = tmp_path / "numerics.yaml"
+    monkeypatch.setattr(bench, "NUMERICS", {"plain fp32": {}, "plain fp32, 1 thread": {"threads": 1},
+                                            "fused_adam": {"fused_adam": True}, "amp bf16": {"amp": "bf16"}})
+    out, threads = tmp_path / "numerics.yaml", torch.get_num_threads()
     assert bench.main_bench(["--device", "cpu", "--check-numerics", "--numerics-steps", "3", "--images", "16",
                              "--set", "batch_size=4", "--set", "log_every=2", "--out", str(out)]) == 0
-    numerics = yaml.safe_load(out.read_text())["numerics"]
-    assert list(numerics) == ["plain fp32", "fused_adam", "amp bf16"]
+    record = yaml.safe_load(out.read_text())
+    numerics = record["numerics"]
+    assert record["numerics_lr"] == bench.NUMERICS_LR  # the check's own lr unless --set lr= is given
+    assert torch.get_num_threads() == threads            # the 1-thread row did not leak into the rows after it
+    assert list(numerics) == ["plain fp32", "plain fp32, 1 thread", "fused_adam", "amp bf16"]
+    assert numerics["plain fp32, 1 thread"]["relative_difference"] < 1e-4
     assert numerics["plain fp32"]["relative_difference"] == 0
-    assert numerics["fused_adam"]["relative_difference"] < 1e-4 < numerics["amp bf16"]["relative_difference"] < 0.02
+    assert numerics["fused_adam"]["relative_difference"] < 1e-4
+    assert 0 < numerics["amp bf16"]["relative_difference"] < 0.02  # bf16 changes the arithmetic, a little
     assert "relative difference to plain fp32" in capsys.readouterr().out
+
+
+def test_cpu_bf16_auto_follows_amx(monkeypatch):
+    """auto picks bf16 on a CPU only where AMX runs it (measured 2.5x); elsewhere, or on a torch without the
+    probe, it stays fp32."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert performance.cpu_has_amx() is True
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert performance.cpu_has_amx() is False
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
+    assert performance.cpu_has_amx() is False

@@ -188,6 +188,7 @@ def test_record_writes_every_score_by_step_and_skips_data_without_factors(tmp_pa
     assert "no ground-truth factors" in lines[-1] and not (tmp_path / "celeba").exists()
 
 
+@pytest.mark.filterwarnings("ignore:The number of unique classes")  # DCI on a few dozen points
 def test_a_run_and_traverse_write_metrics_yaml(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics, "SAMPLES", {"mig": 40, "split": 45, "beta_vae_train": 10, "beta_vae_eval": 6,
                                              "factor_vae_variance": 30, "factor_vae_train": 10,
@@ -201,4 +202,7 @@ def test_a_run_and_traverse_write_metrics_yaml(tmp_path, monkeypatch):
     assert list(saved) == [1, 2] and 0 <= saved[2]["mig"] <= 1 and "beta_vae" in saved[2]
     assert "metrics at step 2" in (run / "run.log").read_text()
     assert traverse.main([str(run / "checkpoint.pt"), "--out", str(tmp_path / "again"), "--metrics"]) == 0
-    assert yaml.safe_load((tmp_path / "again" / "metrics.yaml").read_text())[2]["mig"] == saved[2]["mig"]
+    again = yaml.safe_load((tmp_path / "again" / "metrics.yaml").read_text())[2]
+    assert again["mig"] == saved[2]["mig"] and "dci_disentanglement" in again  # DCI whatever the run said
+    assert traverse.main([str(run / "checkpoint.pt"), "--out", str(tmp_path / "lean"), "--metrics", "--no-dci"]) == 0
+    assert "dci_disentanglement" not in yaml.safe_load((tmp_path / "lean" / "metrics.yaml").read_text())[2]
