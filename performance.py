@@ -21,11 +21,12 @@ def cpu_has_amx() -> bool:
 
 
 # What "auto" means on each device type. CPU: measured with bench.py at batch 64 on the 2-core development
-# machine (Xeon with AMX), each switch interleaved with the reference loop. amp=bf16: 2.50x the reference at
-# batch 64 (0.98x without it), final loss within 1% of fp32 in `bench.py --check-numerics`, so on where the
-# CPU has AMX; without AMX bf16 is emulated and slow, so off. channels_last: 1.21x the reference under heavy
+# machine (Xeon with AMX), each switch interleaved with the reference loop. amp=bf16: 1.65x the reference at
+# batch 64 (0.98x without it; the decoder's output layer stays float32, see models.Decoder), final loss 0.9%
+# from fp32 in `bench.py --check-numerics`, so on where the CPU has AMX; CPUs without it have no fast bf16
+# convolutions (not measured), so off. channels_last: 1.21x the reference under heavy
 # load where the same run without it gave 0.98x; on a quieter machine about 1.05x with it and 0.99x without.
-# compile: 0.86x after 59 s of compilation in fp32, and 2.30x against bf16's 2.50x without it, so off.
+# compile: 0.86x after 59 s of compilation in fp32, and 2.30x against 2.50x without it in bf16, so off.
 # flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
 # speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
 # microcode-speed arithmetic. CUDA: the standard recipe for a small overhead-bound network, NOT measured
