@@ -24,16 +24,16 @@ def cpu_has_amx() -> bool:
 # machine (Xeon with AMX), each switch interleaved with the reference loop. amp=bf16: 1.65x the reference at
 # batch 64 (0.98x without it; the decoder's output layer stays float32, see models.Decoder), final loss 0.9%
 # from fp32 in `bench.py --check-numerics`, so on where the CPU has AMX; CPUs without it have no fast bf16
-# convolutions (not measured), so off. channels_last: 1.21x the reference under heavy
-# load where the same run without it gave 0.98x; on a quieter machine about 1.05x with it and 0.99x without.
+# convolutions (not measured), so off. channels_last: 1.21x the reference under heavy load where the same run
+# without it gave 0.98x; on a quieter machine about 1.05x with it and 0.99x without.
 # compile: 0.86x after 59 s of compilation in fp32, and 2.30x against 2.50x without it in bf16, so off.
 # flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
 # speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
 # microcode-speed arithmetic. CUDA: the standard recipe for a small overhead-bound network, NOT measured
 # here (no GPU was available): re-run bench.py on a GPU and change it if the figures disagree.
 AUTO = {
-    "cpu": {"compile": False, "amp": "bf16" if cpu_has_amx() else False, "channels_last": True, "fused_adam": True, "cuda_graphs": False,
-            "flush_denormal": True},
+    "cpu": {"compile": False, "amp": "bf16" if cpu_has_amx() else False, "channels_last": True,
+            "fused_adam": True, "cuda_graphs": False, "flush_denormal": True},
     "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
              "flush_denormal": False},
 }

@@ -167,7 +167,7 @@ def test_check_numerics_compares_each_switch_with_plain_fp32(tmp_path, monkeypat
 
 
 def test_cpu_bf16_auto_follows_amx(monkeypatch):
-    """auto picks bf16 on a CPU only where AMX runs it (measured 2.5x); elsewhere, or on a torch without the
+    """auto picks bf16 on a CPU only where AMX runs it (measured 1.65x the reference); elsewhere, or on a torch without the
     probe, it stays fp32."""
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     assert performance.cpu_has_amx() is True
