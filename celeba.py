@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -173,8 +174,13 @@ def load_or_build_cache(paths: list[str], crop: int, cache_path: str, fingerprin
     try:
         os.makedirs(folder, exist_ok=True)
         # Written under a temporary name and renamed, so an interrupted build never passes for a cache.
+        for stale in glob.glob(os.path.join(glob.escape(folder), "*.npy.part")):  # left by a killed build (~2 GB)
+            os.remove(stale)
         handle, temporary = tempfile.mkstemp(dir=folder, suffix=".npy.part")
         os.close(handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would keep the cache from a group
         try:
             images = np.lib.format.open_memmap(temporary, "w+", np.uint8, (len(paths), 3, IMAGE_SIZE, IMAGE_SIZE))
             chunk = 1024

@@ -7,9 +7,11 @@ START = time.perf_counter()  # before the heavy imports, to report the time to t
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
+import contextlib  # noqa: E402
 import csv  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime  # noqa: E402
+import glob  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
@@ -17,6 +19,11 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+
+try:
+    import fcntl  # noqa: E402  (POSIX; the run-folder lock is skipped where it is missing)
+except ImportError:  # pragma: no cover
+    fcntl = None
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -31,7 +38,7 @@ import validation  # noqa: E402
 from celeba import save_attribute_correlations  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
 from losses import OBJECTIVES, make_objective  # noqa: E402,F401  (OBJECTIVES: tests patch it through here)
-from models import VAE, load_checkpoint, save_checkpoint  # noqa: E402
+from models import VAE, CheckpointWriteError, load_checkpoint, save_checkpoint  # noqa: E402
 from params import Params, UserError, apply_overrides, build_params, parse_assignment, validate  # noqa: E402
 
 
@@ -53,14 +60,56 @@ def resolve_device(name: str) -> torch.device:
 
 def new_run_dir(params: Params, preset: str | None) -> str:
     """A fresh folder under out_dir; an existing name gets a numeric suffix, so no run is overwritten."""
+    name = params.run_name
+    if name and (name in (".", "..") or "/" in name or os.sep in name or (os.altsep and os.altsep in name)):
+        raise UserError(f"run_name '{name}' must be a plain folder name (no '/', '..' or absolute path); "
+                        f"choose the parent folder with --set out_dir=...")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(params.out_dir, params.run_name or f"{preset or params.objective}_{params.dataset}_{stamp}")
+    base = os.path.join(params.out_dir, name or f"{preset or params.objective}_{params.dataset}_{stamp}")
     folder, suffix = base, 1
-    while os.path.exists(folder):
-        suffix += 1
-        folder = f"{base}-{suffix}"
-    os.makedirs(folder)
-    return folder
+    try:
+        os.makedirs(params.out_dir, exist_ok=True)
+        while True:  # claimed by mkdir itself, so two processes launching the same name never share a folder
+            try:
+                os.mkdir(folder)
+                return folder
+            except FileExistsError:
+                suffix += 1
+                folder = f"{base}-{suffix}"
+    except OSError as error:
+        raise UserError(f"Cannot create the run folder {folder} ({error.strerror or error}); choose a writable "
+                        f"folder with --set out_dir=...") from None
+
+
+def clear_stale_temporaries(run_dir: str) -> None:
+    """Remove half-written checkpoint/report files (*.tmp) a killed process left; only the lock holder calls this."""
+    for path in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+
+
+def lock_run_dir(run_dir: str):
+    """Hold <run>/.lock (flock, released when the process ends) so only one process trains a run folder."""
+    path = os.path.join(run_dir, ".lock")
+    try:
+        handle = open(path, "a+")
+    except OSError as error:
+        raise UserError(f"Cannot write to the run folder {run_dir} ({error.strerror or error}); make it writable "
+                        f"or start a new run.") from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(f"Run folder {run_dir} is being trained by another process (pid {owner}); wait for it "
+                            f"to end or stop it first.") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def git_commit() -> str:
@@ -84,8 +133,12 @@ def write_params(run_dir: str, params: Params, device: torch.device, argv: list[
         "performance": performance.resolve(params, device),  # the speed switches with "auto" resolved
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__},
     }
-    with open(os.path.join(run_dir, "params.yaml"), "w") as f:
-        yaml.safe_dump(record, f, sort_keys=False)
+    try:
+        with open(os.path.join(run_dir, "params.yaml"), "w") as f:
+            yaml.safe_dump(record, f, sort_keys=False)
+    except OSError as error:
+        raise UserError(f"Cannot write {os.path.join(run_dir, 'params.yaml')} ({error.strerror or error}); make "
+                        f"the run folder writable or choose another with --set out_dir=...") from None
 
 
 class CsvLog:
@@ -96,7 +149,8 @@ class CsvLog:
         if resume_step is not None and os.path.exists(path):
             with open(path) as f:
                 rows = list(csv.reader(f))
-            kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= resume_step] if rows else []
+            kept = [rows[0]] + [r for r in rows[1:] if r and r[0].strip().isdigit() and int(r[0]) <= resume_step] \
+                if rows else []  # a blank or garbled line (a crash mid-write, an editor) is dropped, not fatal
             with open(path, "w", newline="") as f:
                 csv.writer(f).writerows(kept)
 
@@ -145,9 +199,28 @@ def train_step(model, optimizer, objective, x: torch.Tensor, step: int, params: 
     return terms
 
 
+class StopNow(BaseException):
+    """A second stop signal during the stop-and-save: leave at once (the atomic write keeps the old checkpoint)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+STOP_SIGNALS = tuple(s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s)
+
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
 def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None) -> int:
     """The training loop, written out. Returns the process exit code."""
-    say = lambda message: (tqdm.write(message, file=sys.stderr), log_file.write(message + "\n"), log_file.flush())  # noqa: E731
+    def say(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):  # a full disk must not hide the message itself
+            log_file.write(message + "\n")
+            log_file.flush()
     log_file = open(os.path.join(run_dir, "run.log"), "a")
     torch.manual_seed(params.seed)
     model = VAE(dataset.channels, params.latent_dim).to(device)
@@ -178,22 +251,43 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 "channels": dataset.channels, "latent_dim": params.latent_dim,
                 **({"objective": copy.deepcopy(objective.state_dict())} if hasattr(objective, "state_dict") else {})}
 
-    def save(state: dict) -> None:
+    saved_step = [checkpoint["step"] if checkpoint is not None else None]  # the step of the checkpoint on disk
+
+    def on_disk() -> str:
+        return (f"the checkpoint of step {saved_step[0]} in {checkpoint_path} is intact" if saved_step[0] is not None
+                else "no checkpoint of this run was written")
+
+    def write_checkpoint(state: dict) -> None:
         save_checkpoint(checkpoint_path, state)
+        saved_step[0] = state["step"]
+
+    def save(state: dict) -> None:
+        write_checkpoint(state)
         model.load_state_dict(state["model"])  # pictures of the checkpointed weights
         traverse.save_all(model, x_fixed, run_dir, tag=f"_step{state['step']:06d}", points=params.traverse_points,
                           dataset=dataset, params=params)
 
+    # Ctrl-C, SIGTERM (Slurm, docker stop, timeout) and SIGHUP (a dropped SSH session) stop at the next step and
+    # save; a second one during that save leaves at once.
     stop_requested = []
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: (stop_requested.append(True),
-                                                                signal.signal(signal.SIGINT, previous_handler)))
-    last_good = snapshot()
+
+    def on_signal(signum, frame):
+        if stop_requested:
+            raise StopNow(signum)
+        stop_requested.append(signum)
+    previous_handlers = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS}
+    # The NaN guard's fallback: a state whose loss was computed and found finite. `candidate` is taken before the
+    # step that ends a log window; when that window's mean loss is finite, that step's own loss (computed at exactly
+    # these weights, RNG and batch) was finite, so the candidate becomes last_good; resuming from it repeats that step.
+    last_good, candidate = snapshot(), None
     totals, window = {}, 0
     bar = tqdm(total=params.steps, initial=step, desc=os.path.basename(run_dir), dynamic_ncols=True, smoothing=0.05)
     model.train()
     loop_start, first_step = time.perf_counter(), step
     try:
         while step < params.steps:
+            if (step + 1) % params.log_every == 0 or step + 1 == params.steps:
+                candidate = snapshot()                      # before the step whose loss closes the log window
             indices = torch.randint(len(dataset), (params.batch_size,), generator=index_generator)
             x, _ = dataset.batch(indices)                   # [B, C, 64, 64] on device
             terms = train_step(model, optimizer, objective, x, step, params)
@@ -210,15 +304,17 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 totals, window = {}, 0
                 if not math.isfinite(means["loss"].item()):
                     save(last_good)
-                    say(f"error: the loss became non-finite before step {step}; the last good state (step "
-                        f"{last_good['step']}) is saved in {checkpoint_path}: resume with a lower lr, e.g. "
-                        f"python main.py --resume {run_dir} --set lr={params.lr / 10:g}")
+                    lower_lr = np.format_float_positional(params.lr / 10, trim="-")  # 0.00001, not 1e-05
+                    say(f"error: the loss became non-finite before step {step}; the last state with a finite loss "
+                        f"(step {last_good['step']}) is saved in {checkpoint_path}: resume with a lower lr, e.g. "
+                        f"python main.py --resume {run_dir} --set lr={lower_lr}")
                     return 1
                 row = {"step": step, **{k: round(v.item(), 6) for k, v in means.items() if v.dim() == 0}}
                 row.update({f"kl_{i}": round(v, 6) for i, v in enumerate(means["kl_per_dim"].tolist())})
                 log.write(row)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step" and not k.startswith("kl_")})
-                last_good = snapshot()
+                if candidate is not None and candidate["step"] == step - 1:
+                    last_good, candidate = candidate, None
             if step % params.sample_every == 0:
                 was_training = model.training
                 traverse.save_all(model, x_fixed, run_dir, tag=f"_step{step:06d}", points=params.traverse_points,
@@ -226,29 +322,50 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 report.refresh(run_dir, params.active_kl)
                 model.train(was_training)
             if step % params.checkpoint_every == 0:
-                save_checkpoint(checkpoint_path, snapshot())
+                write_checkpoint(snapshot())
             if (params.eval_every and step % params.eval_every == 0) or step == params.steps:
                 validation.log_validation(model, objective, dataset, step, params, val_log)
             if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps:
                 metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
             if stop_requested:
                 save(snapshot())
-                say(f"stopped by Ctrl-C at step {step}; checkpoint and images saved; continue with: "
-                    f"python main.py --resume {run_dir}")
-                return 130
-    except (Exception, KeyboardInterrupt):  # a second Ctrl-C lands here too
-        log_file.write(traceback.format_exc())
-        save(last_good)
-        say(f"error: training failed at step {step} ({traceback.format_exc().strip().splitlines()[-1]}); the last "
+                say(f"stopped by {signal_name(stop_requested[0])} at step {step}; checkpoint and images saved; "
+                    f"continue with: python main.py --resume {run_dir}")
+                return 128 + stop_requested[0]
+    except StopNow as stop:
+        say(f"stopped at once by a second {signal_name(stop.signum)} at step {step}; {on_disk()}")
+        return 128 + stop.signum
+    except CheckpointWriteError as error:
+        say(f"error: {error}; {on_disk()}")
+        return 1
+    except (Exception, KeyboardInterrupt):
+        with contextlib.suppress(OSError, ValueError):
+            log_file.write(traceback.format_exc())
+        failure = traceback.format_exc().strip().splitlines()[-1]
+        try:
+            save(last_good)
+        except CheckpointWriteError as error:
+            say(f"error: training failed at step {step} ({failure}) and {error}; {on_disk()}")
+            return 1
+        except StopNow as stop:
+            say(f"error: training failed at step {step} ({failure}); stopped at once by {signal_name(stop.signum)} "
+                f"while saving; {on_disk()}")
+            return 128 + stop.signum
+        say(f"error: training failed at step {step} ({failure}); the last "
             f"good state (step {last_good['step']}) is saved in {checkpoint_path}; traceback in {run_dir}/run.log")
         return 1
     finally:
         bar.close()
         log.close()
         val_log.close()
-        signal.signal(signal.SIGINT, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     trained, seconds = step - first_step, time.perf_counter() - loop_start
-    save(snapshot())
+    try:
+        save(snapshot())
+    except CheckpointWriteError as error:
+        say(f"error: training ended at step {step} but {error}; {on_disk()}")
+        return 1
     say(f"trained {trained} steps in {seconds:.0f} s: {trained / max(seconds, 1e-9):.1f} steps/s, pictures and "
         f"checkpoints included")
     if params.metrics:
@@ -261,6 +378,28 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     return 0
 
 
+# Params a resumed run cannot change: the model's shape (latent_dim; dataset sets the channels) or log.csv's columns
+# (objective sets the loss terms, latent_dim the kl_i).
+FIXED_ON_RESUME = ("latent_dim", "objective", "dataset")
+
+
+def check_resumable(checkpoint: dict, params: Params) -> None:
+    saved = checkpoint["params"]
+    for key in FIXED_ON_RESUME:
+        if key in saved and saved[key] != getattr(params, key):
+            raise UserError(f"--resume cannot change '{key}' ({saved[key]} → {getattr(params, key)}): it changes "
+                            f"the model's shape or log.csv's columns; start a new run with --set {key}=... instead.")
+
+
+def check_weights_fit(checkpoint: dict, channels: int, latent_dim: int, run_dir: str) -> None:
+    try:
+        VAE(channels, latent_dim).load_state_dict(checkpoint["model"])
+    except (RuntimeError, TypeError, KeyError, AttributeError):
+        raise UserError(f"The weights in {run_dir}/checkpoint.pt do not fit a VAE with {channels} channels and "
+                        f"latent_dim={latent_dim}; resume with the params it was trained with, or start a new run.") \
+            from None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -270,20 +409,29 @@ def main(argv: list[str] | None = None) -> int:
             if args.preset or args.config:
                 raise UserError("--resume continues a run with its own params; drop --preset/--config "
                                 "(use --set, e.g. --set steps=N, to change a value).")
-            checkpoint = load_checkpoint(os.path.join(args.resume, "checkpoint.pt"))
-            params = apply_overrides(Params(), checkpoint["params"], f"{args.resume}/checkpoint.pt")
+            # The run folder or its checkpoint.pt itself.
+            run_dir = os.path.dirname(args.resume) or "." if os.path.isfile(args.resume) else args.resume
+            checkpoint = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
+            params = apply_overrides(Params(), checkpoint["params"], f"{run_dir}/checkpoint.pt")
             params = apply_overrides(params, dict(parse_assignment(a) for a in args.assignments), "--set")
             validate(params)
-            run_dir = args.resume
+            check_resumable(checkpoint, params)
         else:
             params = build_params(args.preset, args.config, args.assignments)
         device = resolve_device(params.device)
         performance.resolve(params, device)  # a bad combination of speed switches stops before the run folder exists
         dataset = make_dataset(params, device)  # before the run folder, so bad data leaves no empty run behind
-        if not args.resume:
+        if args.resume:
+            check_weights_fit(checkpoint, dataset.channels, params.latent_dim, run_dir)  # before anything is written
+        else:
             run_dir = new_run_dir(params, args.preset)
+        lock = lock_run_dir(run_dir)  # held until this process ends
+        clear_stale_temporaries(run_dir)
         write_params(run_dir, params, device, argv)
-        return train(params, dataset, run_dir, device, checkpoint)
+        try:
+            return train(params, dataset, run_dir, device, checkpoint)
+        finally:
+            lock.close()
     except (UserError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -363,6 +363,9 @@ def write_scores(path: str, step: int, scores: dict) -> None:
             record = yaml.safe_load(f) or {}
     record[int(step)] = {"protocol": PROTOCOL, "samples": dict(SAMPLES), **scores}
     handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the scores from a group
     with os.fdopen(handle, "w") as f:
         yaml.safe_dump(dict(sorted(record.items())), f, sort_keys=False)
     os.replace(temporary, path)

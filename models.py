@@ -1,6 +1,7 @@
 """The convolutional VAE of Burgess et al. 2018 and its checkpoints (atomic to write, safe to load)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -76,17 +77,34 @@ class VAE(nn.Module):
         return self.decoder(z), mu, logvar, z
 
 
+class CheckpointWriteError(OSError):
+    """The checkpoint could not be written (full disk, read-only folder, I/O error); the message is one clause."""
+
+
+def honour_umask(path: str) -> None:
+    """mkstemp makes files 0600; give them the mode a plain open() would, so a group can read a run's files."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_checkpoint(path: str, state: dict) -> None:
-    """Write atomically: a crash mid-write leaves the previous checkpoint intact."""
+    """Write atomically: a crash mid-write leaves the previous checkpoint intact. Failure: CheckpointWriteError."""
     folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(handle)
+    temporary = None
     try:
+        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".tmp")
+        os.close(handle)
+        honour_umask(temporary)
         torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
         os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError (inline_container.cc)
+        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0][:120]
+        raise CheckpointWriteError(f"the checkpoint could not be written to {path} ({reason})") from None
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+        if temporary is not None and os.path.exists(temporary):
+            with contextlib.suppress(OSError):
+                os.remove(temporary)
 
 
 def load_checkpoint(path: str) -> dict:

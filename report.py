@@ -127,6 +127,9 @@ def write_report(run_dir: str) -> str:
     path = os.path.join(run_dir, "report.html")
     handle, temporary = tempfile.mkstemp(dir=run_dir, suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the report from a group
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             f.write(build_report(run_dir))
         os.replace(temporary, path)

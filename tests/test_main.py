@@ -88,9 +88,9 @@ def test_non_finite_loss_keeps_the_last_good_state(tmp_path, monkeypatch, capsys
     assert main.main(run_args(tmp_path, "nan", 12)) == 1
     assert "non-finite" in capsys.readouterr().err
     state = load_checkpoint(str(tmp_path / "nan" / "checkpoint.pt"))
-    assert state["step"] == 6
+    assert state["step"] == 5  # the weights before step 6, whose loss (in the finite row at step 6) was computed
     assert all(torch.isfinite(v).all() for v in state["model"].values())
-    assert (tmp_path / "nan" / "reconstructions_step000006.png").is_file()
+    assert (tmp_path / "nan" / "reconstructions_step000005.png").is_file()
 
 
 def test_an_exception_saves_the_last_good_state(tmp_path, monkeypatch, capsys):
@@ -100,7 +100,7 @@ def test_an_exception_saves_the_last_good_state(tmp_path, monkeypatch, capsys):
     wrap_objective(monkeypatch, fail)
     assert main.main(run_args(tmp_path, "crash", 12)) == 1
     assert "simulated failure" in capsys.readouterr().err
-    assert load_checkpoint(str(tmp_path / "crash" / "checkpoint.pt"))["step"] == 4
+    assert load_checkpoint(str(tmp_path / "crash" / "checkpoint.pt"))["step"] == 3  # before step 4, its loss seen
     assert "Traceback" in (tmp_path / "crash" / "run.log").read_text()
 
 
