@@ -239,7 +239,9 @@ def test_a_garbled_log_and_a_checkpoint_path_resume(tmp_path):
     log = tmp_path / "g" / "log.csv"
     lines = log.read_text().splitlines(keepends=True)
     log.write_text("".join(lines[:2] + ["\n", "garbage,x\n", "\x00\x00\n"] + lines[2:]))
-    assert main.main(["--resume", str(tmp_path / "g" / "checkpoint.pt"), "--set", "steps=10"]) == 0
+    assert main.main(["--resume", str(tmp_path / "g"), "--set", "steps=8"]) == 0
+    assert [int(r["step"]) for r in read_rows(log)] == [2, 4, 6, 8]
+    assert main.main(["--resume", str(tmp_path / "g" / "checkpoint.pt"), "--set", "steps=10"]) == 0  # the file
     assert [int(r["step"]) for r in read_rows(log)] == [2, 4, 6, 8, 10]
 
 
