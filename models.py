@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 import torch
@@ -99,7 +100,9 @@ def save_checkpoint(path: str, state: dict) -> None:
         torch.save({"format": CHECKPOINT_FORMAT, **state}, temporary)
         os.replace(temporary, path)
     except (OSError, RuntimeError) as error:  # torch reports a failed write as RuntimeError (inline_container.cc)
-        reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0][:120]
+        reason = getattr(error, "strerror", None) or (  # torch's own message names only its C++ source line
+            f"the write failed with {shutil.disk_usage(folder).free / 1e6:.0f} MB free on that disk"
+            if os.path.isdir(folder) else str(error).strip().splitlines()[0][:120])
         raise CheckpointWriteError(f"the checkpoint could not be written to {path} ({reason})") from None
     finally:
         if temporary is not None and os.path.exists(temporary):
