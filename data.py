@@ -220,6 +220,9 @@ def download_dsprites(data_dir: str) -> str:
     # never leaves a truncated npz that DSprites would then reject.
     handle, temporary_path = tempfile.mkstemp(dir=data_dir, prefix=NPZ_NAME, suffix=".part")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary_path, 0o666 & ~umask)  # mkstemp's 0600 would keep a shared data_dir's copy private
         with os.fdopen(handle, "wb") as file, urllib.request.urlopen(NPZ_URL, timeout=60) as response:
             while chunk := response.read(1 << 20):
                 file.write(chunk)
