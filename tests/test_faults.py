@@ -1,6 +1,5 @@
 """Faults that used to lose work: signals, NaN, failed writes, incompatible resumes, races, bad output paths."""
 import concurrent.futures
-import csv
 import errno
 import fcntl
 import os
