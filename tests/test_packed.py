@@ -39,16 +39,19 @@ def last_row(run_dir):
     return dict(zip(lines[0].split(","), map(float, lines[-1].split(","))))
 
 
-def relative_difference(a: dict, b: dict) -> float:
-    return max(((a[name] - b[name]).norm() / a[name].norm().clamp_min(1e-12)).item() for name in a)
+def relative_difference(a: dict, b: dict, init: dict) -> float:
+    """||a − b|| over all weights, relative to how far training moved a from its initialisation."""
+    norm = lambda tensors: sum(t.pow(2).sum() for t in tensors).sqrt()  # noqa: E731
+    return (norm(a[n] - b[n] for n in a) / norm(a[n] - init[n] for n in a)).item()
 
 
 def test_a_pack_of_three_matches_the_three_trained_alone(tmp_path):
-    """Tolerance: weights within 1e-3 in relative L2 norm per tensor, logged losses within 1e-4 relative, after
-    50 steps at lr 1e-4. Why not exact: the vmapped convolutions run as one grouped convolution whose sums are
-    ordered differently from K separate ones (float32 rounding, ~1e-7 relative per step), and Adam divides by
-    √v, so on weights whose gradient is near zero that rounding can move the update by up to lr per step;
-    measured: the largest relative norm difference is ~1e-4 (β = 16, whose KL collapses), the rest ~1e-7.
+    """Tolerance: the weights' difference within 5% of the distance training moved them from their init (L2 over
+    all weights), logged losses within 1e-4 relative, after 50 steps at lr 1e-4. Why not exact: the vmapped
+    convolutions run as grouped convolutions whose sums are ordered differently from K separate ones; the
+    gradients agree to ~2e-6 relative at every step (measured), but Adam divides by √v, so on weights whose
+    gradient is near zero (the β = 16 model's collapsing encoder) that rounding can flip the update's sign and
+    move it by up to about lr per step. Measured: 1% for β = 16, 5e-7 for β = 1 and 4.
     Everything else is exact: the same initialisation, batches and reparameterisation noise (each packed model
     draws ε from its own copy of the stream torch.randn_like uses alone), so a bug in any of those (a shared
     seed, a shared batch, a swapped β) shows up as an O(1) difference, far outside the tolerance."""
@@ -66,7 +69,9 @@ def test_a_pack_of_three_matches_the_three_trained_alone(tmp_path):
         a, b = load_checkpoint(os.path.join(alone[k], "checkpoint.pt")), \
             load_checkpoint(os.path.join(together[k], "checkpoint.pt"))
         assert set(a) == set(b) and a["step"] == b["step"] == STEPS
-        assert relative_difference(a["model"], b["model"]) < 1e-3, k
+        torch.manual_seed(params_list[k].seed)
+        init = main.VAE(dataset.channels, params_list[k].latent_dim).state_dict()
+        assert relative_difference(a["model"], b["model"], init) < 0.05, k
         assert list(a["optimizer"]["state"]) == list(b["optimizer"]["state"])
         assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
         for index, state in a["optimizer"]["state"].items():
@@ -94,8 +99,9 @@ def test_a_pack_resumes_exactly_and_its_models_resume_alone(tmp_path):
     for a, b in zip(whole, split):
         ca, cb = load_checkpoint(os.path.join(a, "checkpoint.pt")), load_checkpoint(os.path.join(b, "checkpoint.pt"))
         assert all(torch.equal(ca["model"][name], cb["model"][name]) for name in ca["model"])
-        with open(os.path.join(a, "log.csv")) as fa, open(os.path.join(b, "log.csv")) as fb:
-            assert fa.read() == fb.read()                 # the same rows, none duplicated
+        steps = [int(line.split(",")[0]) for line in open(os.path.join(b, "log.csv")).read().splitlines()[1:]]
+        assert steps == [10, 20, 25, 30, 40, 50]          # the half run's last row, then no duplicates
+        assert last_row(a) == last_row(b)
         assert isinstance(model_from_checkpoint(cb), main.VAE)  # traverse.py's way in
     main.write_params(whole[0], params_list[0], torch.device("cpu"), [])
     assert main.main(["--resume", whole[0], "--set", f"steps={STEPS + 4}"]) == 0  # a packed model goes on alone
