@@ -139,3 +139,19 @@ def test_auto_pack_measures_and_caches(tmp_path, monkeypatch):
     monkeypatch.setattr(packed, "measure", lambda *_: pytest.fail("measured twice"))
     assert packed.resolve_pack(params, dataset, torch.device("cpu")) == chosen
     assert packed.resolve_pack(dataclasses.replace(params, pack=3), dataset, torch.device("cpu")) == 3
+
+
+def test_bench_pack_times_each_pack_size_against_one_after_another(tmp_path, capsys):
+    import bench
+    import yaml
+
+    out = tmp_path / "pack.yaml"
+    assert bench.main_bench(["--device", "cpu", "--pack", "1,2", "--batch-size", "4", "--steps", "1", "--windows",
+                             "1", "--warmup", "1", "--images", "16", "--out", str(out)]) == 0
+    record = yaml.safe_load(out.read_text())
+    assert set(record["pack"]) == {1, 2} and record["pack_batch_size"] == 4
+    for result in record["pack"].values():
+        assert result["packed"] > 0 and result["one_after_another"] > 0
+        assert result["ratio"] == pytest.approx(result["packed"] / result["one_after_another"], abs=0.01)
+    assert "| 2 |" in capsys.readouterr().out
+    assert bench.main_bench(["--device", "cpu", "--pack", "0,2", "--images", "16", "--out", str(out)]) == 2
