@@ -16,6 +16,7 @@ import torch
 import yaml
 
 import main
+import packed
 import performance
 from data import DATASET_SIZE, DSprites, all_latent_classes, render_dsprites
 from losses import OBJECTIVES
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--check-numerics", action="store_true",
                         help="instead of timing: train plain fp32 and each speed switch on the same batches and "
                              "compare their final losses (lr 5e-4 unless --set lr=... is given)")
+    parser.add_argument("--pack", help="comma-separated pack sizes K (e.g. 1,2,4,8): model-steps/s of K models packed "
+                        "against the same K one after another, at the first --batch-size")
     parser.add_argument("--numerics-steps", type=int, default=2000, help="steps of each --check-numerics run")
     return parser.parse_args(argv)
 
@@ -205,6 +208,34 @@ def bench_batch_size(images: torch.Tensor, params, device: torch.device, args) -
     return result
 
 
+def bench_pack(images: torch.Tensor, params, device: torch.device, sizes: list[int], args) -> dict:
+    """For each K: K models packed (packed.Pack) against the same K models trained one after another with
+    main.train_step, windows interleaved (alternating which goes first); medians of model-steps/s."""
+    results = {}
+    for size in sizes:
+        timers = {"one_after_another": packed.timer(params, images, device, size, packed=False),
+                  "packed": packed.timer(params, images, device, size, packed=True)}
+        rates = {name: [] for name in timers}
+        for name, timer in timers.items():
+            timer(args.warmup)
+        for window in range(args.windows):
+            for name in (("one_after_another", "packed") if window % 2 == 0 else ("packed", "one_after_another")):
+                rates[name].append(timers[name](args.steps))
+        result = {name: round(statistics.median(values), 2) for name, values in rates.items()}
+        result["ratio"] = round(result["packed"] / result["one_after_another"], 2)
+        results[size] = result
+    return results
+
+
+def print_pack_table(record: dict) -> None:
+    print(f"hardware: {record['hardware']}; batch {record['pack_batch_size']} per model; model-steps/s, "
+          f"median of {record['pack_windows']} windows")
+    print("| K | one after another | packed | packed / one after another |")
+    print("|---:|---:|---:|---:|")
+    for size, result in record["pack"].items():
+        print(f"| {size} | {result['one_after_another']:.1f} | {result['packed']:.1f} | {result['ratio']:.2f} |")
+
+
 # --check-numerics: each switch alone on top of plain fp32, then everything "auto" picks, all on the same batches.
 # "plain fp32, 1 thread" changes nothing but the order of floating-point sums: the rounding-noise floor.
 NUMERICS = {
@@ -281,7 +312,19 @@ def main_bench(argv: list[str] | None = None) -> int:
     images, ready = prepare_data(args.images, params.seed, device)
     record = {"command": " ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)]),
               "git_commit": main.git_commit(), "device": device.type, "hardware": hardware(device), "data": ready}
-    if args.check_numerics:
+    if args.pack:
+        try:
+            sizes = [int(size) for size in args.pack.split(",")]
+            if min(sizes) < 1:
+                raise ValueError
+        except ValueError:
+            print("error: --pack takes positive pack sizes separated by commas, e.g. --pack 1,2,4,8.", file=sys.stderr)
+            return 2
+        params = dataclasses.replace(params, batch_size=args.batch_size[0])
+        record.update(pack_batch_size=params.batch_size, pack_windows=args.windows, pack_steps=args.steps,
+                      pack=bench_pack(images, params, device, sizes, args))
+        print_pack_table(record)
+    elif args.check_numerics:
         if not any(assignment.split("=")[0].strip() == "lr" for assignment in args.assignments):
             params = dataclasses.replace(params, lr=NUMERICS_LR)
         record["numerics_steps"], record["numerics_lr"] = args.numerics_steps, params.lr

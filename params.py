@@ -84,6 +84,7 @@ class Params:
     cuda_graphs: typing.Union[bool, str] = "auto"     # auto | true | false: replay steps as CUDA graphs (CUDA, compile)
     flush_denormal: typing.Union[bool, str] = "auto"  # auto | true | false: flush denormal floats to zero (CPU)
     threads: int = 0                   # CPU threads for torch; 0 leaves torch's default (one per core)
+    pack: typing.Union[int, str] = "auto"  # models trained together in one step (sweeps); auto measures (packed.py)
 
 
 # The original project of seeds/000 on CelebA (REFERENCE.md): Gaussian likelihood, batch 64, Adam lr 5e-4 with
@@ -231,6 +232,8 @@ def validate(params: Params) -> None:
     if params.schedule_ratio > 1:
         raise UserError(f"Param 'schedule_ratio' is a fraction of a cycle; give a value in (0, 1], "
                         f"got {params.schedule_ratio}.")
+    if params.pack != "auto" and (isinstance(params.pack, bool) or not isinstance(params.pack, int) or params.pack < 1):
+        raise UserError(f"Param 'pack' is {params.pack!r}; give a positive number of models per step or auto.")
     if params.objective in ("factor", "btcvae") and params.batch_size < 2:
         raise UserError(f"Objective '{params.objective}' estimates q(z) across the batch; set batch_size to 2 or "
                         f"more (64 is usual).")
