@@ -179,7 +179,7 @@ def test_cpu_bf16_auto_follows_amx(monkeypatch):
 
 def test_keep_freed_memory_stops_the_page_faults_of_a_step_like_alloc_free_cycle():
     """A step allocates and frees several 8 MiB activations; with freed memory kept, repeating that cycle
-    touches pages already mapped instead of faulting them in again (glibc's defaults fault ~all of them)."""
+    touches pages already mapped instead of faulting them in again (glibc's defaults: 22% of them here)."""
     import resource
     import sys
 
