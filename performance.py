@@ -84,7 +84,7 @@ def prepare_performance(model: torch.nn.Module, params: Params, device: torch.de
 # once more than 2x the last such block is free. A training step frees its activations (8 MiB each at batch 64)
 # every step, so with the defaults every step faults its ~100 MiB in again, page by page, zeroed by the kernel:
 # on the 2-core AMD EPYC without AMX, 30 s of system time in a 54 s bench.py run. Keeping freed memory in the
-# heap cuts the plain fp32 step from about 104-116 ms to 62-66 ms (same model, batch 64, separate processes).
+# heap cut the plain fp32 step from 81-95 ms to 58-64 ms (same model, batch 64, separate processes, interleaved).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
 MMAP_THRESHOLD_MAX = 32 << 20                # the largest value glibc accepts on 64-bit
 
