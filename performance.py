@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
+import sys
 
 import torch
 
@@ -69,11 +71,35 @@ def prepare_performance(model: torch.nn.Module, params: Params, device: torch.de
     # Weights and gradients drift into the denormal range late in training, and x86 CPUs handle denormals
     # in microcode, many times slower than normal floats; flushing them to zero costs no accuracy that matters here.
     torch.set_flush_denormal(settings["flush_denormal"])
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
     if settings["compile"]:
         model.compile(mode="reduce-overhead" if settings["cuda_graphs"] else None)
     return settings
+
+
+# glibc's malloc hands blocks over 128 KiB to mmap and gives freed memory at the top of the heap back to the OS
+# once more than 2x the last such block is free. A training step frees its activations (8 MiB each at batch 64)
+# every step, so with the defaults every step faults its ~100 MiB in again, page by page, zeroed by the kernel:
+# on the 2-core AMD EPYC without AMX, 30 s of system time in a 54 s bench.py run. Keeping freed memory in the
+# heap cut the plain fp32 step from 81-95 ms to 58-64 ms (same model, batch 64, separate processes, interleaved).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+MMAP_THRESHOLD_MAX = 32 << 20                # the largest value glibc accepts on 64-bit
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks up to 32 MiB in the heap for reuse instead of returning them to the
+    OS; True where it took effect (Linux with glibc). Process-wide, the same arithmetic, more resident memory."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        kept = libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX) and libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+        return bool(kept)
+    except (OSError, AttributeError):  # another C library (musl) or none under that name
+        return False
 
 
 def adam_options(settings: dict[str, object]) -> dict[str, object]:
