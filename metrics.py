@@ -3,7 +3,9 @@
 Scores on fixed arrays take `codes` [N, D] float (the encoder mean μ) and `factors` [N, K] integer classes.
 The two sampling metrics take a representation function (factor classes [N, K] -> codes [N, D]) and the
 factor sizes. Metrics that sample or fit a classifier take a seed and are deterministic given it; the
-histogram metrics (MIG, AAM, MMIG) are deterministic functions of their arrays. Protocols follow google-research's
+histogram metrics (MIG, aam_histogram, mmig_histogram) are deterministic functions of their arrays. AAM and
+MMIG by default use the poster's estimator of I[z_j; v_k] from the Gaussian posteriors q(z|x)
+(`posterior_information`). Protocols follow google-research's
 disentanglement_lib (Locatello et al. 2019) unless a docstring says otherwise; sample counts are in SAMPLES.
 """
 from __future__ import annotations
@@ -29,7 +31,11 @@ SAMPLES = {
     "beta_vae_train": 10_000, "beta_vae_eval": 5_000,
     "factor_vae_variance": 10_000, "factor_vae_train": 10_000, "factor_vae_eval": 5_000,
     "group": 64,                        # pairs (BetaVAE) or samples (FactorVAE) behind one training point
+    # The poster's q(z|x) estimator for AAM and MMIG (`posterior_information`), sized for CPU: images whose
+    # posteriors form q(z_j), z draws scored against that mixture, and images per value of each factor.
+    "poster_marginal": 10_000, "poster_entropy_draws": 2_000, "poster_per_value": 256,
 }
+POSTER_DEFAULTS = {"poster_marginal": 10_000, "poster_entropy_draws": 2_000, "poster_per_value": 256}
 HISTOGRAM_BINS = 20                     # disentanglement_lib's discretizer for MIG
 FACTOR_VAE_PRUNE_STD = 0.05             # Kim & Mnih: latents with a smaller global std are collapsed
 
@@ -93,30 +99,110 @@ def mig(codes: np.ndarray, factors: np.ndarray) -> float:
     return float(np.mean((information[0, keep] - information[1, keep]) / entropy[keep]))
 
 
-def aam(codes: np.ndarray, factors: np.ndarray) -> float:
-    """Axis-alignment metric, Eq. (2) of Dubois et al.'s poster (seeds/002): per factor,
-    max(I_(1) − Σ_{others} I, 0) / I_(1), mean over factors (a factor no latent informs scores 0).
-
-    I is estimated as for MIG (20 histogram bins on μ), not with the poster's q(z|x) estimator, so the
-    poster's Table 1 values are not directly comparable.
-    """
-    information = _sorted_information(codes, factors)
+def aam_from_information(information: np.ndarray) -> float:
+    """Axis-alignment metric, Eq. (2) of Dubois et al.'s poster (seeds/002), from I[z_j; v_k] [D, K]: per factor,
+    max(I_(1) − Σ_{others} I, 0) / I_(1), mean over factors (a factor no latent informs scores 0)."""
+    information = -np.sort(-np.maximum(np.asarray(information, dtype=np.float64), 0.0), axis=0)
     top = information[0]
     numerator = np.maximum(top - information[1:].sum(axis=0), 0.0)
     return float(np.mean(np.divide(numerator, top, out=np.zeros_like(top), where=top > 0)))
 
 
-def mmig(codes: np.ndarray, factors: np.ndarray) -> float:
-    """Modified MIG, Eq. (3) of the poster (seeds/002): (I_(1) − I_(2)) / (H(v_k) − max_{k'≠k} I(v_k; v_k')),
-    mean over factors; the denominator discounts what other factors already tell about v_k.
+def aam_histogram(codes: np.ndarray, factors: np.ndarray) -> float:
+    """AAM (Eq. 2 of the poster) with I estimated as for MIG (20 histogram bins on μ), not with the poster's
+    q(z|x) estimator (`aam`), so the poster's Table 1 values are not directly comparable."""
+    return aam_from_information(mutual_information_matrix(histogram_discretize(codes), np.asarray(factors)))
 
-    I from 20 histogram bins on μ as in `mig`; the poster's own estimator differs (see `aam`).
-    """
+
+def mmig_from_information(information: np.ndarray, factors: np.ndarray) -> float:
+    """Modified MIG, Eq. (3) of the poster (seeds/002), from I[z_j; v_k] [D, K]:
+    (I_(1) − I_(2)) / (H(v_k) − max_{k'≠k} I(v_k; v_k')), mean over factors; the denominator discounts what
+    other factors already tell about v_k (both from the factor classes `factors` [N, K])."""
     factors = np.asarray(factors)
-    information = _sorted_information(codes, factors)
+    information = -np.sort(-np.asarray(information, dtype=np.float64), axis=0)
     between = mutual_information_matrix(factors, factors)
     np.fill_diagonal(between, 0.0)
     denominator = _entropies(factors) - (between.max(axis=0) if factors.shape[1] > 1 else 0.0)
+    keep = denominator > 0
+    return float(np.mean((information[0, keep] - information[1, keep]) / denominator[keep]))
+
+
+def mmig_histogram(codes: np.ndarray, factors: np.ndarray) -> float:
+    """MMIG (Eq. 3 of the poster) with I from 20 histogram bins on μ as in `mig`; the poster's own estimator
+    is `mmig`."""
+    return mmig_from_information(mutual_information_matrix(histogram_discretize(codes), np.asarray(factors)), factors)
+
+
+# ---------------------------------------------------------------- the poster's estimator from q(z|x)
+
+def _gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (np.log(2 * np.pi) + logvar + (z - mu) ** 2 * torch.exp(-logvar))
+
+
+def posterior_entropy(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """H[z_j] of the mixture q(z_j) = (1/N) Σ_n N(z_j; μ_j(x_n), σ_j²(x_n)) for every latent j, as Chen et al.
+    2018's `estimate_entropies` (beta-tcvae, disentanglement_metrics.py): −mean over the draws z [S, D] (each from
+    q(z|x) of one of the images) of log (1/N) Σ_n q(z_j|x_n), the sum by logsumexp. mu, logvar: [N, D]. Returns [D]."""
+    total = torch.zeros(mu.shape[1], dtype=torch.float64)
+    for part in z.split(chunk):  # [s, D] against [N, D] → [s, N, D], summed over N in log space
+        log_q = _gaussian_log_density(part[:, None, :], mu[None], logvar[None])
+        total -= (torch.logsumexp(log_q, dim=1) - np.log(len(mu))).double().sum(0)
+    return total / len(z)
+
+
+def posterior_information(posterior: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                          factor_sizes: Sequence[int], seed: int = 0, marginal: int | None = None,
+                          draws: int | None = None, per_value: int | None = None) -> np.ndarray:
+    """I[z_j; v_k] = H[z_j] − H[z_j | v_k] for every latent j and factor k ([D, K], nats), the estimator of the
+    poster (seeds/002: I = E_q(z_j,v_k)[log Σ_n q(z_j|x_n) p(x_n|v_k)] + H[z_j], "estimated using empirical
+    distributions and stratified sampling over p(v_k) and p(x_n)"), computed as Chen et al. 2018's MIG code does.
+
+    `posterior` maps factor classes [N, K] to the Gaussian posterior (μ, log σ²) [N, D] of their images.
+    H[z_j]: q(z_j) is the mixture of the posteriors of `marginal` images with uniform factors (10,000 by default),
+    scored at `draws` z drawn from q(z|x) of the first of them (2,000). H[z_j | v_k]: for each value v of factor k,
+    `per_value` images (256) with v_k = v and the other factors uniform form q(z_j | v_k = v) and each gives one
+    draw; the entropies are averaged over the values (p(v_k) uniform, as dSprites). Chen et al. use every dSprites
+    image; these counts are sized for a CPU (see SAMPLES) and bias I a little upwards (a smaller stratum
+    underestimates its entropy). Deterministic given `seed`.
+    """
+    marginal = marginal or SAMPLES.get("poster_marginal", POSTER_DEFAULTS["poster_marginal"])
+    draws = min(draws or SAMPLES.get("poster_entropy_draws", POSTER_DEFAULTS["poster_entropy_draws"]), marginal)
+    per_value = per_value or SAMPLES.get("poster_per_value", POSTER_DEFAULTS["poster_per_value"])
+    rng = _rng(seed, "poster_information")
+    generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+
+    def draw(factors: np.ndarray):
+        mu, logvar = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in posterior(factors))
+        return mu, logvar, mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
+
+    mu, logvar, z = draw(sample_factors(rng, marginal, factor_sizes))
+    entropy = posterior_entropy(z[:draws], mu, logvar)  # [D]
+    information = np.zeros((mu.shape[1], len(factor_sizes)))
+    for k, size in enumerate(factor_sizes):
+        factors = sample_factors(rng, size * per_value, factor_sizes)
+        factors[:, k] = np.repeat(np.arange(size), per_value)
+        mu, logvar, z = draw(factors)
+        conditional = torch.stack([posterior_entropy(z_v, mu_v, lv_v) for z_v, mu_v, lv_v in
+                                   zip(z.split(per_value), mu.split(per_value), logvar.split(per_value))]).mean(0)
+        information[:, k] = (entropy - conditional).numpy()
+    return information
+
+
+def aam(posterior, factor_sizes: Sequence[int], seed: int = 0, **counts) -> float:
+    """AAM (Eq. 2 of the poster) with the poster's estimator of I from q(z|x) (`posterior_information`)."""
+    return aam_from_information(posterior_information(posterior, factor_sizes, seed, **counts))
+
+
+def mmig(posterior, factor_sizes: Sequence[int], seed: int = 0, **counts) -> float:
+    """MMIG (Eq. 3 of the poster) with the poster's estimator of I from q(z|x) (`posterior_information`);
+    H(v_k) and I(v_k; v_k') of the uniform, independent factors are computed exactly (log |V_k| and 0)."""
+    return mmig_uniform(posterior_information(posterior, factor_sizes, seed, **counts), factor_sizes)
+
+
+def mmig_uniform(information: np.ndarray, factor_sizes: Sequence[int]) -> float:
+    """Eq. 3 of the poster from I [D, K] for uniform, independent factors: H(v_k) = log |V_k|, I(v_k; v_k') = 0."""
+    information = -np.sort(-np.asarray(information, dtype=np.float64), axis=0)
+    denominator = np.log(np.asarray(factor_sizes, dtype=np.float64))
     keep = denominator > 0
     return float(np.mean((information[0, keep] - information[1, keep]) / denominator[keep]))
 
@@ -298,6 +384,7 @@ class DatasetCodes:
         sizes = np.array(dataset.factor_sizes, dtype=np.int64)
         self.strides = np.array([int(np.prod(sizes[k + 1:])) for k in range(len(sizes))], dtype=np.int64)
         self.codes = np.zeros((int(np.prod(sizes)), model.latent_dim), dtype=np.float32)
+        self.logvars = np.zeros_like(self.codes)  # log σ² of q(z|x), for the poster's estimator (`posterior`)
         self.known = np.zeros(len(self.codes), dtype=bool)
 
     def __call__(self, factors: np.ndarray) -> np.ndarray:
@@ -306,6 +393,12 @@ class DatasetCodes:
         if missing.size:
             self._encode(missing)
         return self.codes[rows]
+
+    def posterior(self, factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The Gaussian posterior of each row's image: (μ, log σ²), each [N, D]; same cache as `__call__`."""
+        rows = np.asarray(factors, dtype=np.int64) @ self.strides
+        self(factors)
+        return self.codes[rows], self.logvars[rows]
 
     def _encode(self, rows: np.ndarray) -> None:
         device = next(self.model.parameters()).device
@@ -319,12 +412,15 @@ class DatasetCodes:
         with torch.inference_mode():
             for start, chunk in zip(range(0, len(rows), self.batch_size), bar):
                 x = self.dataset.images(chunk).to(device).contiguous(memory_format=torch.channels_last)
-                mu, _ = encoder(x)  # [B, D]
+                mu, logvar = encoder(x)  # [B, D] each
                 self.codes[rows[start:start + len(chunk)]] = mu.float().cpu().numpy()
+                self.logvars[rows[start:start + len(chunk)]] = logvar.float().cpu().numpy()
         self.known[rows] = True
 
 
-PROTOCOL = "disentanglement_lib (Locatello et al. 2019) defaults; AAM/MMIG: Dubois et al. poster Eq. 2-3 on MIG's histogram estimate"
+PROTOCOL = ("disentanglement_lib (Locatello et al. 2019) defaults; AAM/MMIG: Dubois et al. poster Eq. 2-3 with I "
+            "estimated from q(z|x) by stratified sampling (Chen et al. 2018's MIG code); aam_histogram/mmig_histogram: "
+            "the same equations on MIG's histogram estimate")
 
 
 def evaluate(model, dataset, seed: int = 0, include_dci: bool = True, progress: bool = True) -> dict[str, float]:
@@ -333,10 +429,14 @@ def evaluate(model, dataset, seed: int = 0, include_dci: bool = True, progress: 
     started = time.perf_counter()
     factors = sample_factors(_rng(seed, "fixed_points"), max(SAMPLES["mig"], SAMPLES["split"]), dataset.factor_sizes)
     codes = representation(factors)  # the first 10,000 serve MIG/AAM/MMIG, all 15,000 serve SAP and DCI
-    scores, seconds = {}, {"encode_fixed_points": time.perf_counter() - started}
+    scores, seconds, poster = {}, {"encode_fixed_points": time.perf_counter() - started}, {}
     array_metrics = {"mig": lambda: mig(codes[:SAMPLES["mig"]], factors[:SAMPLES["mig"]]),
-                     "aam": lambda: aam(codes[:SAMPLES["mig"]], factors[:SAMPLES["mig"]]),
-                     "mmig": lambda: mmig(codes[:SAMPLES["mig"]], factors[:SAMPLES["mig"]]),
+                     "aam_histogram": lambda: aam_histogram(codes[:SAMPLES["mig"]], factors[:SAMPLES["mig"]]),
+                     "mmig_histogram": lambda: mmig_histogram(codes[:SAMPLES["mig"]], factors[:SAMPLES["mig"]]),
+                     "poster_information": lambda: poster.update(
+                         information=posterior_information(representation.posterior, dataset.factor_sizes, seed)),
+                     "aam": lambda: aam_from_information(poster["information"]),
+                     "mmig": lambda: mmig_uniform(poster["information"], dataset.factor_sizes),
                      "sap": lambda: sap(codes[:SAMPLES["split"]], factors[:SAMPLES["split"]], seed),
                      "beta_vae": lambda: beta_vae_score(representation, dataset.factor_sizes, seed),
                      "factor_vae": lambda: factor_vae_score(representation, dataset.factor_sizes, seed)}
@@ -346,6 +446,8 @@ def evaluate(model, dataset, seed: int = 0, include_dci: bool = True, progress: 
         started = time.perf_counter()
         value = compute()
         seconds[name] = time.perf_counter() - started
+        if value is None:  # poster_information only fills `poster` for aam and mmig
+            continue
         scores.update({f"dci_{k}": v for k, v in value.items()} if isinstance(value, dict) else {name: value})
     return {**{k: round(v, 4) for k, v in scores.items()}, "seconds": {k: round(v, 1) for k, v in seconds.items()}}
 

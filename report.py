@@ -31,6 +31,21 @@ PLOTS = {
     "kl_per_dim.png": "KL per latent dimension over steps, with the β or C schedule.",
     "kl_final.png": "KL per dimension at the last logged step; grey bars are below the activity threshold.",
 }
+# Published figures each metric compares with, from /work/shared/REFERENCE.md ("Published dSprites scores", i.e.
+# InfoGAN-CR, ICML 2020, Table 1, each paper's best on dSprites; and the poster's Table 1, seeds/002, dSprites).
+# Metrics without a published figure on the same protocol (MMIG, the histogram AAM/MMIG, SAP, DCI completeness,
+# informativeness) have none. MIG is disentanglement_lib's; β-TCVAE's 0.45 is Chen's MIG and is left out.
+PUBLISHED = {
+    "factor_vae": "VAE 0.63 ± 0.06, β-VAE 0.63 ± 0.10, β-TCVAE 0.62 ± 0.07, FactorVAE 0.82 (dSprites; InfoGAN-CR Table 1)",
+    "dci_disentanglement": "VAE 0.30 ± 0.10, β-VAE 0.41 ± 0.11, β-TCVAE 0.29 ± 0.10, FactorVAE re-runs 0.67–0.74 "
+                           "(dSprites; InfoGAN-CR Table 1)",
+    "mig": "VAE 0.10, β-VAE 0.21, FactorVAE 0.15, FactorVAE re-runs 0.27–0.43 (dSprites; InfoGAN-CR Table 1)",
+    "beta_vae": "FactorVAE re-runs 0.79–0.85 (InfoGAN-CR Table 1); β-VAE (β = 4) ≈ 0.99, VAE ≈ 0.62 (Higgins et al. "
+                "2017, approx.; dSprites)",
+    "aam": "VAE 0.20, β-VAE (β = 4) 0.65, β-VAE (β = 50) 0.08, capacity β-VAE 0.12, FactorVAE 0.87 (dSprites; the "
+           "poster's Table 1, seeds/002)",
+}
+DETAILS = ("protocol", "samples", "seconds")  # folded into <details> below the metric table
 STEPPED = re.compile(r"^(?P<kind>[A-Za-z0-9_]+?)_step(?P<step>\d+)\.(?:png|gif)$")
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
@@ -60,6 +75,29 @@ def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, object]]:
         name = f"{prefix}{key}"
         rows += _flatten(value, name + ".") if isinstance(value, dict) else [(name, value)]
     return rows
+
+
+def metrics_html(metrics: dict) -> str:
+    """One row per metric at the latest step (name, value, published figure), and a <details> element with the
+    protocol, sample counts and timings. `metrics` is metrics.yaml: {step: {metric: value, samples: {...},
+    seconds: {...}, protocol: "..."}}; a mapping not keyed by step is read as one step's record."""
+    steps = [k for k in metrics if isinstance(k, int)]
+    latest = max(steps) if steps else None
+    record = metrics[latest] if steps else metrics
+    record = record if isinstance(record, dict) else {}
+    rows = _flatten({k: v for k, v in record.items() if k not in DETAILS})
+    heading = f"<p>At step {latest}.</p>" if latest is not None else ""
+    cells = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(str(value))}</td>"
+                    f"<td>{html.escape(PUBLISHED.get(name, '—'))}</td></tr>" for name, value in rows)
+    table = f"<table class='metrics'><tr><th>metric</th><th>value</th><th>published</th></tr>{cells}</table>"
+    extra = _flatten({k: record[k] for k in DETAILS if k in record})
+    if latest is not None and len(steps) > 1:
+        extra += [(f"earlier step {step}", ", ".join(f"{n} {v}" for n, v in _flatten(
+            {k: v for k, v in metrics[step].items() if k not in DETAILS}))) for step in sorted(steps)[:-1]
+            if isinstance(metrics[step], dict)]
+    details = f"<details><summary>protocol, sample counts and timings (s)</summary>{_table(extra)}</details>" \
+        if extra else ""
+    return heading + table + details
 
 
 def _read_yaml(path: str) -> dict:
@@ -101,7 +139,7 @@ def build_report(run_dir: str) -> str:
 
     metrics = _read_yaml(os.path.join(run_dir, "metrics.yaml"))
     if metrics:
-        parts += ["<h2>Metrics</h2>", _table(_flatten(metrics)), '<p><a href="metrics.yaml">metrics.yaml</a></p>']
+        parts += ["<h2>Metrics</h2>", metrics_html(metrics), '<p><a href="metrics.yaml">metrics.yaml</a></p>']
 
     parts.append("<h2>Pictures</h2>")
     for kind, files in stepped_pictures(run_dir).items():

@@ -35,7 +35,7 @@ CODES = code_variants(FACTORS)
 # Binary factors for the classifier metrics: one tree per boosting stage instead of one per class.
 BINARY = metrics.sample_factors(np.random.default_rng(1), 600, (2, 2, 2, 2))
 BINARY_CODES = code_variants(BINARY, (2, 2, 2, 2))
-HISTOGRAM_METRICS = {"mig": metrics.mig, "aam": metrics.aam, "mmig": metrics.mmig}
+HISTOGRAM_METRICS = {"mig": metrics.mig, "aam": metrics.aam_histogram, "mmig": metrics.mmig_histogram}
 
 
 @pytest.mark.parametrize("name", HISTOGRAM_METRICS)
@@ -50,9 +50,9 @@ def test_mig_matches_its_closed_form_on_a_two_latent_example():
     factors = np.array([[0], [0], [1], [1]] * 25)           # H = log 2
     codes = np.concatenate([factors, np.tile([[0.0], [1.0]], (50, 1))], axis=1)  # z0 = v, z1 independent
     assert metrics.mig(codes, factors) == pytest.approx(1.0)
-    assert metrics.aam(codes, factors) == pytest.approx(1.0)
+    assert metrics.aam_histogram(codes, factors) == pytest.approx(1.0)
     half = np.concatenate([factors, factors], axis=1).astype(float)  # two latents carry all of v: gap 0
-    assert metrics.mig(half, factors) == pytest.approx(0.0) and metrics.aam(half, factors) == pytest.approx(0.0)
+    assert metrics.mig(half, factors) == pytest.approx(0.0) and metrics.aam_histogram(half, factors) == pytest.approx(0.0)
 
 
 def test_sap_with_two_class_factors():
@@ -130,8 +130,8 @@ def test_sampling_metrics_are_deterministic_and_invariant_to_permuting_latents(n
 
 
 def test_array_metrics_are_deterministic_and_invariant_to_permuting_latents():
-    for score, factors, codes in [(metrics.mig, FACTORS, CODES), (metrics.aam, FACTORS, CODES),
-                                  (metrics.mmig, FACTORS, CODES), (metrics.sap, BINARY, BINARY_CODES)]:
+    for score, factors, codes in [(metrics.mig, FACTORS, CODES), (metrics.aam_histogram, FACTORS, CODES),
+                                  (metrics.mmig_histogram, FACTORS, CODES), (metrics.sap, BINARY, BINARY_CODES)]:
         rotated = codes["rotated"]
         assert score(rotated, factors) == score(rotated, factors)
         assert score(rotated[:, PERMUTATION], factors) == pytest.approx(score(rotated, factors))
@@ -180,7 +180,7 @@ def test_record_writes_every_score_by_step_and_skips_data_without_factors(tmp_pa
     metrics.record(model, TinyFactorData(), str(tmp_path), 20, seed=0, include_dci=False, say=lines.append)
     saved = yaml.safe_load((tmp_path / "metrics.yaml").read_text())
     assert list(saved) == [10, 20] and "disentanglement_lib" in saved[10]["protocol"]
-    assert {"mig", "sap", "aam", "mmig", "beta_vae", "factor_vae", "dci_disentanglement", "dci_completeness",
+    assert {"mig", "sap", "aam", "mmig", "aam_histogram", "mmig_histogram", "beta_vae", "factor_vae", "dci_disentanglement", "dci_completeness",
             "dci_informativeness"} <= set(saved[10])
     assert saved[10]["mig"] == first["mig"] and "dci_disentanglement" not in saved[20]
     assert len(lines) == 2 and "metrics at step 10" in lines[0]
@@ -192,7 +192,8 @@ def test_record_writes_every_score_by_step_and_skips_data_without_factors(tmp_pa
 def test_a_run_and_traverse_write_metrics_yaml(tmp_path, monkeypatch):
     monkeypatch.setattr(metrics, "SAMPLES", {"mig": 40, "split": 45, "beta_vae_train": 10, "beta_vae_eval": 6,
                                              "factor_vae_variance": 30, "factor_vae_train": 10,
-                                             "factor_vae_eval": 6, "group": 2})
+                                             "factor_vae_eval": 6, "group": 2, "poster_marginal": 40,
+                                             "poster_entropy_draws": 20, "poster_per_value": 8})
     args = ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", "run_name=m",
             "--set", "steps=2", "--set", "batch_size=8", "--set", "sample_every=100", "--set", "eval_every=1",
             "--set", "traverse_samples=10", "--set", "device=cpu", "--set", "metrics_dci=false"]
@@ -206,3 +207,66 @@ def test_a_run_and_traverse_write_metrics_yaml(tmp_path, monkeypatch):
     assert again["mig"] == saved[2]["mig"] and "dci_disentanglement" in again  # DCI whatever the run said
     assert traverse.main([str(run / "checkpoint.pt"), "--out", str(tmp_path / "lean"), "--metrics", "--no-dci"]) == 0
     assert "dci_disentanglement" not in yaml.safe_load((tmp_path / "lean" / "metrics.yaml").read_text())[2]
+
+
+# ---------------------------------------------------------------- the poster's estimator from q(z|x)
+
+A, S = 1.0, 0.5   # z_0 | v_0 ~ N(±A, S²): the closed-form case
+
+
+def synthetic_posterior(factors: np.ndarray):
+    """Gaussian posteriors of a 2-valued factor v_0 and a 3-valued v_1: z_0 = ±A (from v_0), z_1 = 0 (independent
+    of both), z_2 = v_1 − 1; every σ = S."""
+    factors = np.asarray(factors)
+    mu = np.stack([np.where(factors[:, 0] == 1, A, -A), np.zeros(len(factors)), factors[:, 1] - 1.0], axis=1)
+    return mu, np.full(mu.shape, np.log(S ** 2))
+
+
+def mixture_information(means, s: float) -> float:
+    """I[z; v] for uniform v and z | v ~ N(means[v], s²): H(mixture) − H(N(0, s²)), the first by the trapezoid rule."""
+    grid = np.linspace(min(means) - 10 * s, max(means) + 10 * s, 200_001)
+    density = np.mean([np.exp(-(grid - m) ** 2 / (2 * s * s)) / np.sqrt(2 * np.pi * s * s) for m in means], axis=0)
+    mixture = -np.trapezoid(density * np.log(np.maximum(density, 1e-300)), grid)
+    return mixture - 0.5 * np.log(2 * np.pi * np.e * s * s)
+
+
+def test_poster_information_matches_the_closed_form_and_is_zero_for_an_independent_latent():
+    information = metrics.posterior_information(synthetic_posterior, (2, 3), seed=0, marginal=4000, draws=2000,
+                                                per_value=1000)
+    assert information.shape == (3, 2)
+    assert information[0, 0] == pytest.approx(mixture_information([-A, A], S), abs=0.04)
+    assert information[2, 1] == pytest.approx(mixture_information([-1.0, 0.0, 1.0], S), abs=0.04)
+    for j, k in [(0, 1), (1, 0), (1, 1), (2, 0)]:   # a latent independent of the factor
+        assert abs(information[j, k]) < 0.04
+    again = metrics.posterior_information(synthetic_posterior, (2, 3), seed=0, marginal=4000, draws=2000,
+                                          per_value=1000)
+    np.testing.assert_array_equal(information, again)   # deterministic given the seed
+
+
+def test_poster_aam_and_mmig_score_an_axis_aligned_posterior_high():
+    counts = {"marginal": 3000, "draws": 1000, "per_value": 500}
+    # one latent per factor and one unused latent: AAM near 1; MMIG = I_(1) / log|V_k| (the second latent ≈ 0)
+    assert metrics.aam(synthetic_posterior, (2, 3), **counts) > 0.9
+    expected = np.mean([mixture_information([-A, A], S) / np.log(2),
+                        mixture_information([-1.0, 0.0, 1.0], S) / np.log(3)])
+    assert metrics.mmig(synthetic_posterior, (2, 3), **counts) == pytest.approx(expected, abs=0.05)
+
+    def mixed(factors):   # both factors in one latent, the same latent twice: no gap, no axis alignment
+        mu, logvar = synthetic_posterior(factors)
+        both = mu[:, :1] + mu[:, 2:]
+        return np.concatenate([both, both], axis=1), logvar[:, :2]
+    assert metrics.mmig(mixed, (2, 3), **counts) == pytest.approx(0.0, abs=0.05)
+    assert metrics.aam(mixed, (2, 3), **counts) < 0.1
+
+
+def test_dataset_codes_posterior_returns_the_encoder_mean_and_logvar():
+    torch.manual_seed(0)
+    model, data = VAE(1, 4).eval(), TinyFactorData()
+    representation = metrics.DatasetCodes(model, data, batch_size=7, progress=False)
+    factors = metrics.sample_factors(np.random.default_rng(0), 20, SIZES)
+    mu, logvar = representation.posterior(factors)
+    with torch.no_grad():
+        expected = model.encoder(data.images(torch.cat([torch.zeros(20, 1, dtype=torch.long),
+                                                        torch.from_numpy(factors)], 1)))
+    np.testing.assert_allclose(mu, expected[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(logvar, expected[1].numpy(), atol=1e-5)

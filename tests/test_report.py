@@ -73,3 +73,22 @@ def test_a_short_run_refreshes_its_report_at_sample_steps(tmp_path):
     assert all((run / t).is_file() for t in links(page))
     assert 'src="traversal_grid_step000003.png"' in page and 'href="traversal_grid_step000002.png"' in page
     assert 'src="samples_step000003.png"' in page and 'src="kl_final.png"' in page
+
+
+def test_metric_table_has_one_row_per_metric_and_details_hold_samples_and_timings(tmp_path):
+    run = fake_run(tmp_path)
+    scores = {"mig": 0.12, "aam": 0.5, "aam_histogram": 0.4, "dci_disentanglement": 0.3}
+    record = {step: {"protocol": "p", "samples": {"mig": 10000, "factor_vae_train": 10000},
+                     **{k: v + step / 1e6 for k, v in scores.items()},
+                     "seconds": {"mig": 1.5, "factor_vae": 2.0}} for step in (3000, 6000)}
+    (run / "metrics.yaml").write_text(yaml.safe_dump(record))
+    page = report.build_report(str(run))
+    table = re.search(r"<table class='metrics'>(.*?)</table>", page, re.S)[1]
+    names = re.findall(r"<tr><th>([^<]*)</th><td>", table)
+    assert sorted(names) == sorted(scores)                               # one row per metric, nothing else
+    assert "samples" not in table and "seconds" not in table and "6000." not in table
+    assert "0.126" in table and "0.123" not in table                    # the latest step's value
+    assert "InfoGAN-CR" in table and "0.87" in table                     # published MIG, DCI and AAM figures
+    details = re.search(r"<details>(.*?)</details>", page, re.S)[1]
+    for row in ("samples.mig", "samples.factor_vae_train", "seconds.mig", "seconds.factor_vae", "earlier step 3000"):
+        assert row in details
