@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import itertools
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,7 +54,14 @@ def parse_values(text: str, flag: str) -> tuple[str, list]:
         raise UserError(f"{flag} expects key=v1,v2,..., got '{text}'; write e.g. {flag} beta=1,4,16.")
     key, raw = text.split("=", 1)
     values = [parse_assignment(f"{key}={part}")[1] for part in raw.split(",")] if raw.strip() else []
-    return key.strip(), values
+    return key.strip(), [as_number(v) for v in values]
+
+
+def as_number(value):
+    """YAML 1.1 reads 1e-4 as text; a grid value that is a plain number is meant as one."""
+    if isinstance(value, str) and re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+", value.strip()):
+        return float(value)
+    return value
 
 
 def expand(base: Params, grid: dict[str, list], zips: list[dict[str, list]]) -> list[Point]:

@@ -60,7 +60,7 @@ def collect(sweep_dir: str) -> tuple[list[str], list[dict], list[str]]:
     """(varying keys, one row per point in sweep.yaml order, metric columns)."""
     with open(os.path.join(sweep_dir, "sweep.yaml")) as f:
         spec = yaml.safe_load(f)
-    keys = list(spec["grid"]) + [k for group in spec["zip"] for k in group]
+    keys = sorted(list(spec["grid"]) + [k for group in spec["zip"] for k in group], key=lambda k: k == "seed")
     active_kl = spec["base"].get("active_kl", 0.01)
     rows = []
     for entry in spec["points"]:
@@ -71,6 +71,10 @@ def collect(sweep_dir: str) -> tuple[list[str], list[dict], list[str]]:
                          "reason"}
     metrics = sorted({k for r in rows for k in r} - fixed)
     return keys, rows, metrics
+
+
+def fmt_short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def numeric(values) -> bool:
@@ -93,7 +97,7 @@ def plot_tradeoff(path: str, keys: list[str], rows: list[dict], metrics: list[st
             values = [[r[quantity] for r in subset if x_key is None or r[x_key] == x] for x in xs]
             mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
             positions = xs if x_key and numeric(xs) else list(range(len(xs)))
-            ax.plot(positions, mean, marker="o", label=f"{line_key}={line}" if line_key else None)
+            ax.plot(positions, mean, marker="o", label=f"{line_key}={fmt_short(line)}" if line_key else None)
             ax.fill_between(positions, mean - std, mean + std, alpha=0.2)
             if not (x_key and numeric(xs)):
                 ax.set_xticks(positions, [str(x) for x in xs])
