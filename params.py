@@ -120,6 +120,34 @@ PRESETS: dict[str, dict] = {
     "dipII_dsprites": {"objective": "dipII", "lambda_od": 10.0, "lambda_d": 10.0},
 }
 
+# Named sweeps for sweep.py: a base run preset ("preset") and/or base overrides ("set"), a "grid" (param → values,
+# cartesian product) and a "zip" (params whose value lists move together). Seeds: 3 per setting, a compute-bounded
+# choice (Locatello et al. 2019 show seeds matter as much as β; they used 50).
+SWEEPS: dict[str, dict] = {
+    # seeds/000: the original project's eight CelebA runs, read side by side by their highest-|mean| traversal:
+    # β = 10000, 1000, 100, 10; β annealed 100 → 0 and 0 → 10 over 40k steps, 10000 → 0 over 100k; a plain VAE.
+    "original_celeba": {"preset": "betaH_celeba", "zip": {
+        "objective": ["betaH"] * 7 + ["vae"],
+        "beta": [10000.0, 1000.0, 100.0, 10.0, 0.0, 10.0, 0.0, 1.0],
+        "beta_start": [None, None, None, None, 100.0, 0.0, 10000.0, None],
+        "anneal_steps": [0, 0, 0, 0, 40_000, 40_000, 100_000, 0]}},
+    # seeds/004 (Higgins et al. 2017, Fig. 6): BetaVAE score and reconstruction against normalised β
+    # (β·latent_dim/pixels) over a log grid, one line per latent size.
+    "beta_tradeoff_dsprites": {"preset": "betaH_dsprites", "set": {"beta_normalised": True},
+                               "grid": {"beta": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
+                                        "latent_dim": [5, 10, 20], "seed": [0, 1, 2]}},
+    # seeds/002 (the poster), Table 1 on dSprites: VAE, β-VAE₁ (β = 4 and 50), β-VAE₂ (capacity; the settings of
+    # betaB_dsprites) and FactorVAE (factor_dsprites' γ), scored by AAM and MMIG among the other metrics.
+    "poster_table1_dsprites": {"preset": "betaH_dsprites", "zip": {
+        "objective": ["vae", "betaH", "betaH", "betaB", "factor"],
+        "beta": [1.0, 4.0, 50.0, 1.0, 1.0],
+        "gamma": [1.0, 1.0, 1.0, 1000.0, 30.0]}, "grid": {"seed": [0, 1, 2]}},
+    # A CPU-sized sweep (6 runs on 2 cores) that shows the trade-off: recon error rising, KL falling with β.
+    "sweep_demo": {"preset": "demo", "set": {"steps": 2000, "sample_every": 1000, "checkpoint_every": 1000,
+                                             "metrics": True, "metrics_dci": False},
+                   "grid": {"beta": [1.0, 4.0, 16.0], "seed": [0, 1]}},
+}
+
 
 def _field_types() -> dict[str, type]:
     return typing.get_type_hints(Params)

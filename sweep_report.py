@@ -1,0 +1,157 @@
+"""A sweep's comparison from its run folders alone: sweep.csv, tradeoff.png and sweep.html (byte-identical rebuilds)."""
+from __future__ import annotations
+
+import csv
+import glob
+import html
+import os
+import re
+import urllib.parse
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
+
+TRAINED = re.compile(r"trained (\d+) steps in ([\d.]+) s: ([\d.]+) steps/s")
+
+
+def read_point(folder: str, active_kl: float) -> dict:
+    """Final recon/KL (log.csv), last metrics (metrics.yaml), active latents, speed (run.log), status."""
+    row = {}
+    log = os.path.join(folder, "log.csv")
+    if os.path.isfile(log):
+        with open(log) as f:
+            rows = list(csv.DictReader(f))
+        if rows:
+            last = rows[-1]
+            row["step"] = int(last["step"])
+            row["recon"], row["kl"] = float(last["recon"]), float(last["kl"])
+            row["active_latents"] = sum(float(v) > active_kl for k, v in last.items() if re.fullmatch(r"kl_\d+", k))
+    scores = os.path.join(folder, "metrics.yaml")
+    if os.path.isfile(scores):
+        with open(scores) as f:
+            record = yaml.safe_load(f) or {}
+        if record:
+            final = record[max(record)]
+            row.update({k: float(v) for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    run_log = os.path.join(folder, "run.log")
+    if os.path.isfile(run_log):
+        found = TRAINED.findall(open(run_log).read())
+        if found:
+            row["steps_per_s"] = float(found[-1][2])
+    status = {}
+    if os.path.isfile(os.path.join(folder, "status.yaml")):
+        with open(os.path.join(folder, "status.yaml")) as f:
+            status = yaml.safe_load(f) or {}
+    row["wall_s"] = status.get("wall_s", "")
+    row["status"] = status.get("status", "not run")
+    row["reason"] = status.get("reason", "")
+    return row
+
+
+def fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def collect(sweep_dir: str) -> tuple[list[str], list[dict], list[str]]:
+    """(varying keys, one row per point in sweep.yaml order, metric columns)."""
+    with open(os.path.join(sweep_dir, "sweep.yaml")) as f:
+        spec = yaml.safe_load(f)
+    keys = sorted(list(spec["grid"]) + [k for group in spec["zip"] for k in group], key=lambda k: k == "seed")
+    active_kl = spec["base"].get("active_kl", 0.01)
+    rows = []
+    for entry in spec["points"]:
+        row = {"point": entry["name"], **{k: entry["overrides"].get(k, "") for k in keys}}
+        row.update(read_point(os.path.join(sweep_dir, entry["name"]), active_kl))
+        rows.append(row)
+    fixed = set(keys) | {"point", "step", "recon", "kl", "active_latents", "steps_per_s", "wall_s", "status",
+                         "reason"}
+    metrics = sorted({k for r in rows for k in r} - fixed)
+    return keys, rows, metrics
+
+
+def fmt_short(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def numeric(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def plot_tradeoff(path: str, keys: list[str], rows: list[dict], metrics: list[str]) -> None:
+    """One panel per quantity against the first numeric non-seed swept param; mean ± std over the rest."""
+    swept = [k for k in keys if k != "seed" and len({str(r[k]) for r in rows}) > 1]
+    x_key = next((k for k in swept if numeric([r[k] for r in rows])), swept[0] if swept else None)
+    line_key = next((k for k in swept if k != x_key), None)
+    quantities = ["recon", "kl"] + metrics
+    fig, axes = plt.subplots(1, len(quantities), figsize=(3.2 * len(quantities), 3.0), squeeze=False)
+    for ax, quantity in zip(axes[0], quantities):
+        for line in sorted({r[line_key] for r in rows} if line_key else {None}, key=str):
+            subset = [r for r in rows if (line_key is None or r[line_key] == line) and quantity in r]
+            xs = sorted({r[x_key] for r in subset}, key=lambda v: (str(type(v)), v)) if x_key else [0]
+            if not xs:
+                continue
+            values = [[r[quantity] for r in subset if x_key is None or r[x_key] == x] for x in xs]
+            mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
+            positions = xs if x_key and numeric(xs) else list(range(len(xs)))
+            ax.plot(positions, mean, marker="o", label=f"{line_key}={fmt_short(line)}" if line_key else None)
+            ax.fill_between(positions, mean - std, mean + std, alpha=0.2)
+            if not (x_key and numeric(xs)):
+                ax.set_xticks(positions, [str(x) for x in xs])
+        xs_all = [r[x_key] for r in rows] if x_key else []
+        if xs_all and numeric(xs_all) and min(xs_all) > 0 and max(xs_all) > 10 * min(xs_all):
+            ax.set_xscale("log")
+        ax.set_title(quantity)
+        ax.set_xlabel(x_key or "")
+        if line_key:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
+def newest(folder: str, prefix: str) -> str | None:
+    found = sorted(glob.glob(os.path.join(folder, f"{prefix}_step*.png")))
+    return os.path.basename(found[-1]) if found else None
+
+
+def write_report(sweep_dir: str) -> None:
+    keys, rows, metrics = collect(sweep_dir)
+    columns = ["point", *keys, "recon", "kl", *metrics, "active_latents", "steps_per_s", "wall_s", "status", "reason"]
+    with open(os.path.join(sweep_dir, "sweep.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows([[fmt(r.get(c, "")) for c in columns] for r in rows])
+    plot_tradeoff(os.path.join(sweep_dir, "tradeoff.png"), keys, rows, metrics)
+    link = lambda *parts: html.escape(urllib.parse.quote("/".join(parts), safe="/=,"))  # noqa: E731
+    table = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c, '')))}</td>" for c in columns) + "</tr>\n"
+                    for r in rows)
+    order = sorted(rows, key=lambda r: tuple((0, r[k], "") if numeric([r[k]]) else (1, 0, str(r[k])) for k in
+                                             [k for k in keys if k != "seed"] + [k for k in keys if k == "seed"]))
+    gallery = []
+    for r in order:
+        folder = os.path.join(sweep_dir, r["point"])
+        cells = [f"<h3><a href=\"{link(r['point'], 'report.html')}\">{html.escape(r['point'])}</a></h3>"
+                 if os.path.isfile(os.path.join(folder, "report.html")) else f"<h3>{html.escape(r['point'])}</h3>"]
+        for prefix in ("traversal_grid", "traversal_highest_mean"):
+            image = newest(folder, prefix)
+            if image:
+                cells.append(f"<img src=\"{link(r['point'], image)}\" alt=\"{prefix}\" style=\"max-width:48%\">")
+        gallery.append("<div>" + "\n".join(cells) + "</div>")
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sweep</title></head><body>\n"
+            f"<h1>Sweep {html.escape(os.path.basename(os.path.abspath(sweep_dir)))}</h1>\n"
+            "<table border=\"1\" cellspacing=\"0\"><tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>\n"
+            + table + "</table>\n<p><a href=\"sweep.csv\">sweep.csv</a></p>\n<img src=\"tradeoff.png\" alt=\"tradeoff\">\n"
+            "<h2>Traversals (grid, highest-|mean| latent)</h2>\n" + "\n".join(gallery) + "\n</body></html>\n")
+    with open(os.path.join(sweep_dir, "sweep.html"), "w") as f:
+        f.write(page)
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_report(sys.argv[1])
+    print(f"report: {sys.argv[1]}/sweep.html")

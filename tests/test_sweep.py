@@ -1,0 +1,150 @@
+"""Sweeps: grid × zip expansion, bad grids, a tiny 3-point sweep end to end, resume, a failing point, --report."""
+import csv
+import html.parser
+import os
+import urllib.parse
+
+import pytest
+import yaml
+
+import main
+import sweep
+from params import Params, UserError
+
+TINY = ["steps=4", "batch_size=16", "log_every=2", "sample_every=2", "checkpoint_every=2", "traverse_samples=40",
+        "device=cpu", "metrics=false", "factor_samples=0", "lr=0.001"]
+
+
+def tiny_args(tmp_path, *extra):
+    return ["--name", "s", "--set", f"out_dir={tmp_path}", f"data_dir={tmp_path}", *TINY, *extra]
+
+
+def test_grid_times_zip_gives_the_product_with_readable_names():
+    points = sweep.expand(Params(), {"seed": [0, 1], "beta": [4.0, 0.5]},
+                          [{"beta_start": [100.0, 0.0], "anneal_steps": [40, 10]}])
+    assert len(points) == 8
+    assert points[0].name == "beta=4,beta_start=100,anneal_steps=40,seed=0"   # seed varies last
+    assert [p.params.seed for p in points[:2]] == [0, 1]
+    assert {(p.params.beta_start, p.params.anneal_steps) for p in points} == {(100.0, 40), (0.0, 10)}
+    assert all(p.params.run_name == p.name for p in points) and len({p.name for p in points}) == 8
+
+
+def test_cli_grid_zip_and_set_parse_into_a_spec(tmp_path):
+    config = tmp_path / "s.yaml"
+    config.write_text("preset: demo\nset: {latent_dim: 6}\ngrid: {beta: [1, 2]}\nzip: {lr: [0.001, 0.01], seed: [3, 4]}\n")
+    args = sweep.parse_args(["--config", str(config), "--grid", "batch_size=8,16", "--set", "steps=5", "log_every=1",
+                             "--set", "beta=3"])
+    spec = sweep.load_spec(args)
+    base = sweep.base_params(spec)
+    assert (base.steps, base.log_every, base.latent_dim, base.lr) == (5, 1, 6, 5e-4)   # demo's lr, file's latent_dim
+    assert len(sweep.expand(base, spec["grid"], spec["zip"])) == 2 * 2 * 2
+
+
+@pytest.mark.parametrize("bad", [["--grid", "betta=1,2"], ["--grid", "beta=a,b"], ["--grid", "beta="],
+                                 ["--zip", "beta=1,2", "seed=1,2,3"], ["--grid", "latent_dim=0,4"],
+                                 ["--preset", "nope"], ["--grid", "beta=1,1"]])
+def test_a_bad_grid_exits_2_before_any_folder(tmp_path, capsys, bad):
+    assert sweep.main_([*bad, "--set", f"out_dir={tmp_path}/out", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+class Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links = []
+
+    def handle_starttag(self, tag, attrs):
+        self.links += [v for k, v in attrs if k in ("src", "href")]
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_three_point_sweep_resume_and_report(tmp_path, capsys):
+    assert sweep.main_(tiny_args(tmp_path, "--grid", "beta=1,4,16")) == 0
+    folder = tmp_path / "s"
+    names = ["beta=1", "beta=4", "beta=16"]
+    for name in names:
+        run = folder / name
+        for file in ["params.yaml", "log.csv", "checkpoint.pt", "report.html", "traversal_grid_step000004.png"]:
+            assert (run / file).is_file(), (name, file)
+        assert yaml.safe_load((run / "status.yaml").read_text())["status"] == "done"
+        assert yaml.safe_load((run / "params.yaml").read_text())["params"]["beta"] == float(name.split("=")[1])
+    rows = read_csv(folder / "sweep.csv")
+    assert [r["point"] for r in rows] == names and all(r["status"] == "done" for r in rows)
+    assert all(float(r["steps_per_s"]) > 0 and r["recon"] and r["kl"] for r in rows)
+    assert (folder / "tradeoff.png").stat().st_size > 1000
+    parser = Links()
+    parser.feed((folder / "sweep.html").read_text())
+    local = [link for link in parser.links if "://" not in link]
+    assert any("traversal_highest_mean" in link for link in local) and "tradeoff.png" in local
+    for link in local:
+        assert not os.path.isabs(link) and (folder / urllib.parse.unquote(link)).is_file(), link
+
+    before = {n: (folder / n / "checkpoint.pt").stat().st_mtime_ns for n in names}
+    csv_before, html_before = (folder / "sweep.csv").read_bytes(), (folder / "sweep.html").read_bytes()
+    png_before = (folder / "tradeoff.png").read_bytes()
+    assert sweep.main_(["--report", str(folder)]) == 0
+    assert (folder / "sweep.csv").read_bytes() == csv_before and (folder / "sweep.html").read_bytes() == html_before
+    assert (folder / "tradeoff.png").read_bytes() == png_before
+    (folder / "beta=16" / "status.yaml").unlink()
+    assert sweep.main_(["--resume", str(folder)]) == 0
+    after = {n: (folder / n / "checkpoint.pt").stat().st_mtime_ns for n in names}
+    assert after["beta=1"] == before["beta=1"]                      # finished: skipped
+    assert after["beta=16"] != before["beta=16"]                    # unfinished: run again
+    assert yaml.safe_load((folder / "beta=16" / "status.yaml").read_text())["status"] == "done"
+    assert main.main(["--resume", str(folder / "beta=4"), "--set", "steps=6"]) == 0   # a point is an ordinary run
+
+
+def test_resume_finishes_a_partial_point_from_its_checkpoint(tmp_path):
+    assert sweep.main_(tiny_args(tmp_path, "--grid", "seed=0,1")) == 0
+    folder = tmp_path / "s"
+    assert sweep.main_(["--resume", str(folder), "--set", "steps=6"]) == 0
+    for name in ["seed=0", "seed=1"]:
+        steps = [int(r["step"]) for r in read_csv(folder / name / "log.csv")]
+        assert steps == [2, 4, 6]                                   # continued, not restarted
+    assert {r["status"] for r in read_csv(folder / "sweep.csv")} == {"done"}
+
+
+def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
+    real_train = main.train
+
+    def train(params, dataset, run_dir, device, checkpoint=None):
+        if params.beta == 2.0:
+            with open(os.path.join(run_dir, "run.log"), "a") as f:
+                f.write("error: the loss became non-finite before step 2; resume with a lower lr\n")
+            return 1
+        return real_train(params, dataset, run_dir, device, checkpoint)
+
+    monkeypatch.setattr(main, "train", train)
+    assert sweep.main_(tiny_args(tmp_path, "--grid", "beta=1,2,3")) == 1
+    rows = {r["point"]: r for r in read_csv(tmp_path / "s" / "sweep.csv")}
+    assert rows["beta=2"]["status"] == "failed" and "non-finite" in rows["beta=2"]["reason"]
+    assert rows["beta=1"]["status"] == rows["beta=3"]["status"] == "done"
+
+
+def test_ctrl_c_stops_the_sweep_with_a_resume_command(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(main, "train", lambda *a, **k: calls.append(1) or 130)
+    assert sweep.main_(tiny_args(tmp_path, "--grid", "beta=1,2")) == 130
+    assert len(calls) == 1 and "python sweep.py --resume" in capsys.readouterr().err
+    assert yaml.safe_load((tmp_path / "s" / "beta=1" / "status.yaml").read_text())["status"] == "stopped"
+
+
+def test_run_points_builds_each_dataset_once(tmp_path, monkeypatch):
+    built = []
+    monkeypatch.setattr(sweep, "make_dataset", lambda params, device: built.append(params.data_dir) or object())
+    monkeypatch.setattr(main, "train", lambda *a, **k: 0)
+    monkeypatch.setattr(main, "write_params", lambda *a, **k: None)
+    points = sweep.expand(Params(data_dir=str(tmp_path)), {"beta": [1.0, 2.0], "seed": [0, 1]}, [])
+    results = sweep.run_points(points, "cpu", out=str(tmp_path / "out"))
+    assert [r.status for r in results] == ["done"] * 4 and built == [str(tmp_path)]
+
+
+def test_unknown_sweep_preset_is_a_user_error():
+    with pytest.raises(UserError):
+        sweep.base_params({"preset": "missing", "set": {}})
