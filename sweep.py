@@ -1,4 +1,4 @@
-"""Train a grid of runs and compare them: python sweep.py [--preset P] [--grid k=a,b]... [--zip k=a,b j=c,d]... [--config F] [--set k=v ...] [--name N] [--resume DIR] [--report DIR]."""
+"""Train a grid of runs and compare them: python sweep.py [--preset P] [--grid k=a,b] [--zip ...] [--resume DIR]."""
 from __future__ import annotations
 
 import argparse
@@ -140,7 +140,10 @@ def point_finished(folder: str, params: Params) -> bool:
     status = read_status(folder)
     if status.get("status") != "done" or not os.path.isfile(os.path.join(folder, "checkpoint.pt")):
         return False
-    return load_checkpoint(os.path.join(folder, "checkpoint.pt"))["step"] == params.steps
+    try:
+        return load_checkpoint(os.path.join(folder, "checkpoint.pt"))["step"] == params.steps
+    except UserError:                  # a broken checkpoint: the point is run again
+        return False
 
 
 def read_status(folder: str) -> dict:

@@ -36,7 +36,7 @@ def read_point(folder: str, active_kl: float) -> dict:
             record = yaml.safe_load(f) or {}
         if record:
             final = record[max(record)]
-            row.update({k: float(v) for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            row.update({k: float(v) for k, v in final.items() if numeric([v])})
     run_log = os.path.join(folder, "run.log")
     if os.path.isfile(run_log):
         found = TRAINED.findall(open(run_log).read())
@@ -144,7 +144,8 @@ def write_report(sweep_dir: str) -> None:
     page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sweep</title></head><body>\n"
             f"<h1>Sweep {html.escape(os.path.basename(os.path.abspath(sweep_dir)))}</h1>\n"
             "<table border=\"1\" cellspacing=\"0\"><tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>\n"
-            + table + "</table>\n<p><a href=\"sweep.csv\">sweep.csv</a></p>\n<img src=\"tradeoff.png\" alt=\"tradeoff\">\n"
+            + table + "</table>\n<p><a href=\"sweep.csv\">sweep.csv</a></p>\n"
+            "<img src=\"tradeoff.png\" alt=\"tradeoff\">\n"
             "<h2>Traversals (grid, highest-|mean| latent)</h2>\n" + "\n".join(gallery) + "\n</body></html>\n")
     with open(os.path.join(sweep_dir, "sweep.html"), "w") as f:
         f.write(page)

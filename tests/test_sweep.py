@@ -31,7 +31,8 @@ def test_grid_times_zip_gives_the_product_with_readable_names():
 
 def test_cli_grid_zip_and_set_parse_into_a_spec(tmp_path):
     config = tmp_path / "s.yaml"
-    config.write_text("preset: demo\nset: {latent_dim: 6}\ngrid: {beta: [1, 2]}\nzip: {lr: [0.001, 0.01], seed: [3, 4]}\n")
+    config.write_text("preset: demo\nset: {latent_dim: 6}\ngrid: {beta: [1, 2]}\n"
+                      "zip: {lr: [0.001, 0.01], seed: [3, 4]}\n")
     args = sweep.parse_args(["--config", str(config), "--grid", "batch_size=8,16", "--set", "steps=5", "log_every=1",
                              "--set", "beta=3"])
     spec = sweep.load_spec(args)
