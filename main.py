@@ -32,15 +32,21 @@ from celeba import save_attribute_correlations  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
 from losses import OBJECTIVES, make_objective  # noqa: E402,F401  (OBJECTIVES: tests patch it through here)
 from models import VAE, load_checkpoint, save_checkpoint  # noqa: E402
-from params import Params, UserError, apply_overrides, build_params, parse_assignment, validate  # noqa: E402
+from params import (Params, UserError, apply_overrides, build_params, param_table, parse_assignment,  # noqa: E402
+                    preset_descriptions, validate)  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", help="a named preset from params.PRESETS")
+    presets = "\n".join(f"  {name:<26} {text}" for name, text in preset_descriptions().items())
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"presets (params.PRESETS):\n{presets}\n\nEvery param is documented by its comment in params.py; "
+               f"python main.py --list-params prints them with their defaults.")
+    parser.add_argument("--preset", help="a named preset from params.PRESETS (listed below)")
     parser.add_argument("--config", help="YAML file of param overrides (a run's params.yaml works)")
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one param; repeatable; applied last")
+    parser.add_argument("--set", dest="assignments", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override params, e.g. --set steps=10 beta=2; repeatable; applied last")
+    parser.add_argument("--list-params", action="store_true", help="print every param with type, default, meaning")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     return parser.parse_args(argv)
 
@@ -264,6 +270,9 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.list_params:
+        print(param_table())
+        return 0
     try:
         checkpoint = None
         if args.resume:
