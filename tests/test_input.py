@@ -151,3 +151,57 @@ def test_traverse_out_that_is_a_file_or_unwritable_is_one_sentence(checkpoint_ru
     assert traverse.main([str(checkpoint_run), "--out", str(tmp_path / "locked" / "pictures")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: Cannot create the output folder") and "Permission denied" in err
+
+
+def bomb_png(width=20000, height=20000):
+    """A PNG header claiming width × height RGB pixels, with no pixel data: PIL refuses it on open."""
+    import struct
+    import zlib
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data  # noqa: E731
+                                + struct.pack(">I", zlib.crc32(kind + data)))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def spoil_celeba(tmp_path):
+    from test_celeba import make_tree
+
+    images, _ = make_tree(str(tmp_path))
+    (tmp_path / images / "000002.jpg").write_bytes(bomb_png())
+    for name in ("000004.jpg", "000007.jpg", "000011.jpg"):
+        (tmp_path / images / name).write_bytes(b"not a jpeg")
+    return ["000002.jpg", "000004.jpg", "000007.jpg", "000011.jpg"]
+
+
+@pytest.mark.parametrize("loader", ["cache", "workers"])
+def test_every_unreadable_celeba_image_is_named_in_one_error_at_start(tmp_path, loader):
+    from PIL import Image
+
+    from data import DataError, make_dataset
+
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(__import__("io").BytesIO(bomb_png()))  # what PIL does with such a header: not an OSError
+    bad = spoil_celeba(tmp_path)
+    p = Params(dataset="celeba", data_dir=str(tmp_path), celeba_loader=loader, num_workers=2, val_images=0)
+    with pytest.raises(DataError) as error:
+        make_dataset(p, "cpu")  # workers: found by the header check in the constructor, before any batch
+    message = str(error.value)
+    assert message.startswith("4 CelebA images are not readable") and "\n" not in message
+    assert all(name in message for name in bad) and "decompression bomb" in message.lower()
+    assert not list(tmp_path.rglob("*.npy"))  # no cache written from a source with holes
+
+
+def test_many_unreadable_images_list_the_first_and_write_them_all(tmp_path, monkeypatch):
+    import celeba
+    from data import DataError, make_dataset
+
+    bad = spoil_celeba(tmp_path)
+    monkeypatch.setattr(celeba, "LISTED", 2)
+    p = Params(dataset="celeba", data_dir=str(tmp_path), celeba_loader="workers", num_workers=2)
+    with pytest.raises(DataError, match="and 2 more, all listed in") as error:
+        make_dataset(p, "cpu")
+    listed = str(error.value).split("all listed in ")[1].split(";")[0]
+    lines = open(listed).read().splitlines()
+    assert sorted(os.path.basename(line.split("\t")[0]) for line in lines) == bad
+    assert sum(name in str(error.value) for name in bad) == 2
