@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from data import IMAGE_SIZE, DataError
+from data_common import IMAGE_SIZE, DataError
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}  # the codes of list_eval_partition.txt
 # Last image id of train, valid and test in the standard partition (000001–162770, –182637, –202599).
@@ -317,6 +317,11 @@ class CelebA:
             self._held_out = CelebA(self.source, "valid", self.crop, self.loader, self.workers, self.device,
                                     self.cache_dir)
         return self._held_out
+
+    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
+        """attribute_correlation.png and .csv from held-out images; none when the source has no attribute labels."""
+        path = save_attribute_correlations(model, self, run_dir, params.val_images)
+        return [path] if path else []
 
 
 def make_celeba(params, device: torch.device | str = "cpu") -> CelebA:

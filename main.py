@@ -28,7 +28,6 @@ import performance  # noqa: E402
 import report  # noqa: E402
 import traverse  # noqa: E402
 import validation  # noqa: E402
-from celeba import save_attribute_correlations  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
 from losses import OBJECTIVES, make_objective  # noqa: E402,F401  (OBJECTIVES: tests patch it through here)
 from models import VAE, load_checkpoint, save_checkpoint  # noqa: E402
@@ -80,14 +79,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_params(run_dir: str, params: Params, device: torch.device, argv: list[str]) -> None:
+def write_params(run_dir: str, params: Params, device: torch.device, argv: list[str],
+                 settings: dict | None = None) -> None:
     record = {
         "params": dataclasses.asdict(params),
         "command": " ".join(["python", "main.py", *argv]),
         "git_commit": git_commit(),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
-        "performance": performance.resolve(params, device),  # the speed switches with "auto" resolved
+        "performance": settings or performance.resolve(params, device),  # the speed switches, "auto" resolved
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__},
     }
     with open(os.path.join(run_dir, "params.yaml"), "w") as f:
@@ -151,13 +151,14 @@ def train_step(model, optimizer, objective, x: torch.Tensor, step: int, params: 
     return terms
 
 
-def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None) -> int:
-    """The training loop, written out. Returns the process exit code."""
+def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None,
+          settings: dict | None = None) -> int:
+    """The training loop, written out (`settings`: performance.resolve's; None resolves). Returns the exit code."""
     say = lambda message: (tqdm.write(message, file=sys.stderr), log_file.write(message + "\n"), log_file.flush())  # noqa: E731
     log_file = open(os.path.join(run_dir, "run.log"), "a")
     torch.manual_seed(params.seed)
     model = VAE(dataset.channels, params.latent_dim).to(device)
-    settings = performance.prepare_performance(model, params, device)  # threads, denormals, memory format, compile
+    settings = performance.prepare_performance(model, params, device, settings)  # threads, denormals, memory format, compile
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.adam_beta1, params.adam_beta2),
                                  **performance.adam_options(settings))
     objective = make_objective(params, len(dataset), device)
@@ -260,7 +261,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     if params.metrics:
         metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
     validation.plot_validation(run_dir)
-    save_attribute_correlations(model, dataset, run_dir, params.val_images)
+    dataset.end_of_run_pictures(model, run_dir, params)  # each dataset's own (CelebA: attribute correlations)
     report.refresh(run_dir, params.active_kl)
     say(f"done: {step} steps; outputs in {run_dir}")
     log_file.close()
@@ -287,12 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = build_params(args.preset, args.config, args.assignments)
         device = resolve_device(params.device)
-        performance.resolve(params, device)  # a bad combination of speed switches stops before the run folder exists
+        settings = performance.resolve(params, device)  # once; a bad combination stops before the run folder exists
         dataset = make_dataset(params, device)  # before the run folder, so bad data leaves no empty run behind
         if not args.resume:
             run_dir = new_run_dir(params, args.preset)
-        write_params(run_dir, params, device, argv)
-        return train(params, dataset, run_dir, device, checkpoint)
+        write_params(run_dir, params, device, argv, settings)
+        return train(params, dataset, run_dir, device, checkpoint, settings)
     except (UserError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

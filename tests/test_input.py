@@ -205,3 +205,59 @@ def test_many_unreadable_images_list_the_first_and_write_them_all(tmp_path, monk
     lines = open(listed).read().splitlines()
     assert sorted(os.path.basename(line.split("\t")[0]) for line in lines) == bad
     assert sum(name in str(error.value) for name in bad) == 2
+
+
+def local_imports(module_name):
+    import ast
+
+    tree = ast.parse(open(os.path.join(os.path.dirname(os.path.dirname(__file__)), f"{module_name}.py")).read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+    return names
+
+
+def test_data_and_celeba_depend_one_way_and_data_error_keeps_its_old_name():
+    import celeba
+    import data
+    import data_common
+
+    assert "data" not in local_imports("celeba") and "celeba" in local_imports("data")
+    assert not {"data", "celeba"} & local_imports("data_common")
+    assert data.DataError is data_common.DataError is celeba.DataError and data.IMAGE_SIZE == celeba.IMAGE_SIZE == 64
+
+
+def test_a_run_resolves_speed_settings_once_and_asks_the_dataset_for_its_end_pictures(tmp_path, monkeypatch):
+    import yaml
+
+    import data
+    import performance
+
+    calls, pictures = [], []
+    real = performance.resolve
+    monkeypatch.setattr(performance, "resolve", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(data.DSprites, "end_of_run_pictures",
+                        lambda self, model, run_dir, p: pictures.append((run_dir, p.steps)) or [])
+    args = ["--set", f"out_dir={tmp_path}", f"data_dir={tmp_path}", "run_name=r", "steps=2", "batch_size=8",
+            "log_every=1", "sample_every=2", "checkpoint_every=2", "traverse_samples=16", "device=cpu",
+            "metrics=false", "factor_samples=0", "compile=false"]
+    assert main.main(args) == 0
+    assert len(calls) == 1 and pictures == [(str(tmp_path / "r"), 2)]
+    record = yaml.safe_load((tmp_path / "r" / "params.yaml").read_text())
+    assert record["performance"] == real(Params(compile=False, device="cpu"), "cpu")
+
+
+def test_dsprites_has_no_end_pictures_and_celeba_writes_its_attribute_correlations(tmp_path):
+    import data
+    from data import make_dataset
+    from test_celeba import make_tree
+
+    assert data.DSprites.end_of_run_pictures(None, None, str(tmp_path), Params()) == []
+    make_tree(str(tmp_path))
+    p = Params(dataset="celeba", data_dir=str(tmp_path), celeba_loader="workers", num_workers=1, val_images=0)
+    faces = make_dataset(p, "cpu")
+    written = faces.end_of_run_pictures(VAE(3, 4).eval(), str(tmp_path), p)
+    assert [os.path.basename(w) for w in written] == ["attribute_correlation.png"] and os.path.isfile(written[0])
