@@ -32,8 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--windows", type=int, default=5, help="timed windows per loop; the median is reported")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per loop first (compilation included)")
     parser.add_argument("--images", type=int, default=4096, help="size of the pre-rendered dSprites subset")
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param for 'ours' (e.g. --set compile=true), as in main.py")
+    parser.add_argument("--set", dest="assignments", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override a param for 'ours' (e.g. --set compile=true amp=false), as in main.py")
     parser.add_argument("--out", help="YAML file for the figures (default predictions/bench_<device>_<time>.yaml)")
     parser.add_argument("--check-numerics", action="store_true",
                         help="instead of timing: train plain fp32 and each speed switch on the same batches and "

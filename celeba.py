@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from data import IMAGE_SIZE, DataError
+from data_common import IMAGE_SIZE, DataError
 
 SPLITS = {"train": 0, "valid": 1, "test": 2}  # the codes of list_eval_partition.txt
 # Last image id of train, valid and test in the standard partition (000001–162770, –182637, –202599).
@@ -131,6 +131,56 @@ def download_celeba(data_dir: str) -> None:
                         f"{DOWNLOAD_HELP.format(root=os.path.join(data_dir, 'celeba'))}.") from None
 
 
+# PIL's UnidentifiedImageError and truncated files are OSErrors; a header claiming more pixels than
+# Image.MAX_IMAGE_PIXELS × 2 (e.g. 20000 × 20000) raises DecompressionBombError, which is not.
+UNREADABLE = (OSError, Image.DecompressionBombError)
+LISTED = 10  # unreadable files named in the error itself; the rest go to a file beside the cache
+
+
+def unreadable_error(failures: list[tuple[str, str]], list_dir: str) -> DataError:
+    """One DataError naming every unreadable image: all of them when few, else the first LISTED and a file of all."""
+    if len(failures) == 1:
+        path, reason = failures[0]
+        return DataError(f"{path} is not a readable image ({reason}); delete or replace it.")
+    shown = ", ".join(f"{path} ({reason})" for path, reason in failures[:LISTED])
+    rest = ""
+    if len(failures) > LISTED:
+        list_path = os.path.join(list_dir, "unreadable_images.txt")
+        try:
+            os.makedirs(list_dir, exist_ok=True)
+            with open(list_path, "w") as file:
+                file.writelines(f"{path}\t{reason}\n" for path, reason in failures)
+            rest = f" and {len(failures) - LISTED} more, all listed in {list_path}"
+        except OSError:
+            rest = f" and {len(failures) - LISTED} more"
+    return DataError(f"{len(failures)} CelebA images are not readable: {shown}{rest}; delete or replace them.")
+
+
+def _decode_or_reason(path: str, crop: int) -> np.ndarray | str:
+    try:
+        return decode_image(path, crop)
+    except DataError as error:
+        return re.sub(r"^.* is not a readable image \((.*)\); delete or replace it\.$", r"\1", str(error))
+
+
+def _header_reason(path: str) -> str | None:
+    """Why PIL cannot open `path` from its header alone (format, size, structure), or None; milliseconds per file."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except UNREADABLE as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+def check_images(paths: list[str], pool: concurrent.futures.Executor, list_dir: str) -> None:
+    """For celeba_loader=workers: find every unreadable image at start, not when a batch draws it."""
+    failures = [(path, reason) for path, reason in zip(paths, pool.map(_header_reason, paths, chunksize=256))
+                if reason is not None]
+    if failures:
+        raise unreadable_error(failures, list_dir)
+
+
 def decode_image(path: str, crop: int) -> np.ndarray:
     """The original project's preprocessing: centre crop of side `crop` (0: the largest square), resize to 64.
 
@@ -139,7 +189,7 @@ def decode_image(path: str, crop: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image = image.convert("RGB")
-    except OSError as error:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+    except UNREADABLE as error:
         raise DataError(f"{path} is not a readable image ({error}); delete or replace it.") from None
     width, height = image.size
     side = min(crop or min(width, height), width, height)
@@ -186,10 +236,18 @@ def load_or_build_cache(paths: list[str], crop: int, cache_path: str, fingerprin
             chunk = 1024
             with tqdm(total=len(paths), desc=f"decoding into {os.path.basename(cache_path)}", unit="image",
                       leave=False) as bar:
+                failures = []  # every unreadable file is named in one error, so one retry fixes them all
                 for start in range(0, len(paths), chunk):
                     part = paths[start:start + chunk]
-                    images[start:start + len(part)] = np.stack(list(pool.map(decode_image, part, [crop] * len(part))))
+                    for offset, (path, pixels) in enumerate(zip(part, pool.map(_decode_or_reason, part,
+                                                                                [crop] * len(part)))):
+                        if isinstance(pixels, str):
+                            failures.append((path, pixels))
+                        elif not failures:
+                            images[start + offset] = pixels
                     bar.update(len(part))
+                if failures:
+                    raise unreadable_error(failures, folder)
             images.flush()
             del images
             os.replace(temporary, cache_path)
@@ -225,6 +283,8 @@ class CelebA:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers)
         self._held_out: CelebA | None = None
         self._cache: np.ndarray | torch.Tensor | None = None
+        if loader == "workers":
+            check_images(self.paths, self._pool, cache_dir or source.folder)
         if loader == "cache":
             cache_path = os.path.join(cache_dir or source.folder, f"celeba_{split}_crop{crop}.npy")
             fingerprint = source_fingerprint(source.folder, [source.names[i] for i in rows], crop)
@@ -263,6 +323,11 @@ class CelebA:
             self._held_out = CelebA(self.source, "valid", self.crop, self.loader, self.workers, self.device,
                                     self.cache_dir)
         return self._held_out
+
+    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
+        """attribute_correlation.png and .csv from held-out images; none when the source has no attribute labels."""
+        path = save_attribute_correlations(model, self, run_dir, params.val_images)
+        return [path] if path else []
 
 
 def make_celeba(params, device: torch.device | str = "cpu") -> CelebA:

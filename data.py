@@ -16,6 +16,8 @@ import zlib
 import numpy as np
 import torch
 
+from data_common import IMAGE_SIZE, DataError  # noqa: F401  (re-exported: other modules import them from data)
+
 # ---------------------------------------------------------------- dSprites
 
 LATENT_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
@@ -23,14 +25,9 @@ LATENT_SIZES = (1, 3, 6, 40, 32, 32)
 NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 NPZ_URL = "https://github.com/deepmind/dsprites-dataset/raw/master/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 
-IMAGE_SIZE = 64
 DATASET_SIZE = math.prod(LATENT_SIZES)  # 737280
 # Row-major strides of the npz: posY varies fastest.
 _LATENT_STRIDES = np.array([math.prod(LATENT_SIZES[i + 1 :]) for i in range(6)], dtype=np.int64)
-
-
-class DataError(Exception):
-    """A user-fixable data problem; message is one sentence saying what to do."""
 
 
 def latent_possible_values() -> dict[str, np.ndarray]:
@@ -327,6 +324,10 @@ class DSprites:
         classes = self._latents_classes[indices.to(self.device)]  # [B, 6]
         return self.images(classes), classes[:, 1:].contiguous()
 
+    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
+        """None: dSprites' factor pictures come with every sample (traverse.save_all), its scores from metrics.py."""
+        return []
+
 
 def _render_preview(out: str) -> None:
     """Save a grid: one row per shape and scale extreme, columns sweeping orientation."""
@@ -368,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _celeba(params, device: torch.device | str):
-    from celeba import make_celeba  # late import: celeba.py takes DataError and IMAGE_SIZE from this module
+    from celeba import make_celeba  # late import: only CelebA runs pay for PIL and its threads
 
     return make_celeba(params, device)
 

@@ -35,19 +35,24 @@ import performance  # noqa: E402
 import report  # noqa: E402
 import traverse  # noqa: E402
 import validation  # noqa: E402
-from celeba import save_attribute_correlations  # noqa: E402
 from data import DataError, make_dataset  # noqa: E402
 from losses import OBJECTIVES, make_objective  # noqa: E402,F401  (OBJECTIVES: tests patch it through here)
 from models import VAE, CheckpointWriteError, load_checkpoint, save_checkpoint  # noqa: E402
-from params import Params, UserError, apply_overrides, build_params, parse_assignment, validate  # noqa: E402
+from params import (Params, UserError, apply_overrides, build_params, param_table, parse_assignment,  # noqa: E402
+                    preset_descriptions, validate)  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", help="a named preset from params.PRESETS")
+    presets = "\n".join(f"  {name:<26} {text}" for name, text in preset_descriptions().items())
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"presets (params.PRESETS):\n{presets}\n\nEvery param is documented by its comment in params.py; "
+               f"python main.py --list-params prints them with their defaults.")
+    parser.add_argument("--preset", help="a named preset from params.PRESETS (listed below)")
     parser.add_argument("--config", help="YAML file of param overrides (a run's params.yaml works)")
-    parser.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one param; repeatable; applied last")
+    parser.add_argument("--set", dest="assignments", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override params, e.g. --set steps=10 beta=2; repeatable; applied last")
+    parser.add_argument("--list-params", action="store_true", help="print every param with type, default, meaning")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     return parser.parse_args(argv)
 
@@ -123,14 +128,15 @@ def git_commit() -> str:
         return "unknown"
 
 
-def write_params(run_dir: str, params: Params, device: torch.device, argv: list[str]) -> None:
+def write_params(run_dir: str, params: Params, device: torch.device, argv: list[str],
+                 settings: dict | None = None) -> None:
     record = {
         "params": dataclasses.asdict(params),
         "command": " ".join(["python", "main.py", *argv]),
         "git_commit": git_commit(),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
-        "performance": performance.resolve(params, device),  # the speed switches with "auto" resolved
+        "performance": settings or performance.resolve(params, device),  # the speed switches, "auto" resolved
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": np.__version__},
     }
     try:
@@ -214,8 +220,9 @@ def signal_name(signum: int) -> str:
     return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
 
 
-def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None) -> int:
-    """The training loop, written out. Returns the process exit code."""
+def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None,
+          settings: dict | None = None) -> int:
+    """The training loop, written out (`settings`: performance.resolve's; None resolves). Returns the exit code."""
     def say(message: str) -> None:
         tqdm.write(message, file=sys.stderr)
         with contextlib.suppress(OSError, ValueError):  # a full disk must not hide the message itself
@@ -224,7 +231,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     log_file = open(os.path.join(run_dir, "run.log"), "a")
     torch.manual_seed(params.seed)
     model = VAE(dataset.channels, params.latent_dim).to(device)
-    settings = performance.prepare_performance(model, params, device)  # threads, denormals, memory format, compile
+    settings = performance.prepare_performance(model, params, device, settings)  # threads, denormals, memory format, compile
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.adam_beta1, params.adam_beta2),
                                  **performance.adam_options(settings))
     objective = make_objective(params, len(dataset), device)
@@ -371,7 +378,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     if params.metrics:
         metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
     validation.plot_validation(run_dir)
-    save_attribute_correlations(model, dataset, run_dir, params.val_images)
+    dataset.end_of_run_pictures(model, run_dir, params)  # each dataset's own (CelebA: attribute correlations)
     report.refresh(run_dir, params.active_kl)
     say(f"done: {step} steps; outputs in {run_dir}")
     log_file.close()
@@ -403,6 +410,9 @@ def check_weights_fit(checkpoint: dict, channels: int, latent_dim: int, run_dir:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.list_params:
+        print(param_table())
+        return 0
     try:
         checkpoint = None
         if args.resume:
@@ -419,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = build_params(args.preset, args.config, args.assignments)
         device = resolve_device(params.device)
-        performance.resolve(params, device)  # a bad combination of speed switches stops before the run folder exists
+        settings = performance.resolve(params, device)  # once; a bad combination stops before the run folder exists
         dataset = make_dataset(params, device)  # before the run folder, so bad data leaves no empty run behind
         if args.resume:
             check_weights_fit(checkpoint, dataset.channels, params.latent_dim, run_dir)  # before anything is written
@@ -427,9 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = new_run_dir(params, args.preset)
         lock = lock_run_dir(run_dir)  # held until this process ends
         clear_stale_temporaries(run_dir)
-        write_params(run_dir, params, device, argv)
+        write_params(run_dir, params, device, argv, settings)
         try:
-            return train(params, dataset, run_dir, device, checkpoint)
+            return train(params, dataset, run_dir, device, checkpoint, settings)
         finally:
             lock.close()
     except (UserError, DataError) as error:

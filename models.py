@@ -125,6 +125,13 @@ def load_checkpoint(path: str) -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise UserError(f"'{path}' is a PyTorch file but not a checkpoint of this repository's VAE; "
                         f"pass a checkpoint.pt written by main.py.")
+    expected = {"model": dict, "params": dict, "latent_dim": int, "channels": int, "step": int}
+    for key, kind in expected.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            problem = "lacks" if key not in state else f"has a {type(value).__name__} as"
+            raise UserError(f"'{path}' {problem} '{key}' (a {kind.__name__} in a checkpoint written by main.py); "
+                            f"use another checkpoint or retrain.")
     return state
 
 

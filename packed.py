@@ -20,7 +20,6 @@ import performance
 import report
 import traverse
 import validation
-from celeba import save_attribute_correlations
 from losses import make_objective
 from models import VAE, save_checkpoint
 from params import Params, UserError
@@ -297,7 +296,7 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
                 metrics.record(model, dataset, run_dirs[k], step, params.seed, params.metrics_dci,
                                lambda message, k=k: say(k, message))
             validation.plot_validation(run_dirs[k])
-            save_attribute_correlations(model, dataset, run_dirs[k], params.val_images)
+            dataset.end_of_run_pictures(model, run_dirs[k], params)
             report.refresh(run_dirs[k], params.active_kl)
         say(k, f"done: {step} steps; outputs in {run_dirs[k]}")
         log_files[k].close()

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, fields
@@ -100,6 +103,7 @@ PRESETS: dict[str, dict] = {
     # A CPU demo: short enough for 2 cores in under 10 minutes, long enough for position to separate.
     "demo": {"steps": 6000, "lr": 5e-4, "log_every": 50, "sample_every": 2000, "checkpoint_every": 2000,
              "traverse_samples": 500, "metrics_dci": False},  # DCI's boosted trees alone take minutes
+    # CelebA at the original project's settings (_CELEBA above) with β = 10.
     "betaH_celeba": {**_CELEBA, "beta": 10.0},
     # Its annealed runs: β decreasing 100 → 0 over 40k steps (read as "face structure, jaw and forehead")...
     "betaH_celeba_anneal_down": {**_CELEBA, "beta_start": 100.0, "beta": 0.0, "anneal_steps": 40_000},
@@ -158,6 +162,10 @@ def _closest(name: str) -> str:
     return ", ".join(matches) if matches else "see params.py"
 
 
+# YAML 1.1 (PyYAML) reads 1e-4 and 5e-4 as strings: it wants a dot and a signed exponent (1.0e-4).
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
+
+
 def _coerce(key: str, value, annotation):
     """Check `value` against a field's annotation; ints are accepted where floats are expected."""
     allowed = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) \
@@ -166,6 +174,8 @@ def _coerce(key: str, value, annotation):
         if kind is type(None) and value is None:
             return None
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is float and isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
             return float(value)
         if kind is int and isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -199,11 +209,17 @@ def parse_assignment(text: str) -> tuple[str, object]:
 
 
 def load_yaml(path: str) -> dict:
+    if os.path.isdir(path):
+        raise UserError(f"Config file '{path}' is a directory; give --config a YAML file.")
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f) or {}
     except FileNotFoundError:
         raise UserError(f"Config file '{path}' does not exist; check the path given to --config.") from None
+    except (UnicodeDecodeError, ValueError):
+        raise UserError(f"Config file '{path}' is not UTF-8 text; give --config a YAML file.") from None
+    except OSError as error:
+        raise UserError(f"Config file '{path}' cannot be read ({error.strerror}); check the path.") from None
     except yaml.YAMLError as error:
         raise UserError(f"Config file '{path}' is not valid YAML ({str(error).splitlines()[0]}); fix it.") from None
     if not isinstance(data, dict):
@@ -238,6 +254,10 @@ POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "c
 NOT_NEGATIVE = ("beta_delay", "gamma_steps", "gamma_delay", "capacity_steps", "capacity_delay",
                 "celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples", "threads")
 
+WEIGHTS = ("beta", "beta_start", "gamma", "gamma_start", "capacity", "capacity_start", "alpha", "lambda_od",
+           "lambda_d")
+ADAM_BETAS = ("adam_beta1", "adam_beta2", "discriminator_beta1", "discriminator_beta2")
+
 
 def validate(params: Params) -> None:
     """Value checks beyond types, so a bad run stops before it starts."""
@@ -249,6 +269,16 @@ def validate(params: Params) -> None:
         if getattr(params, key) not in allowed:
             names = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in allowed)  # YAML's true, false
             raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {names}.")
+    for field in fields(params):
+        value = getattr(params, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"Param '{field.name}' must be a finite number, got {value}; give a real value.")
+    for key in WEIGHTS:
+        if getattr(params, key) is not None and getattr(params, key) < 0:
+            raise UserError(f"Param '{key}' is a weight and must be zero or positive, got {getattr(params, key)}.")
+    for key in ADAM_BETAS:
+        if not 0 <= getattr(params, key) < 1:
+            raise UserError(f"Param '{key}' is an Adam decay rate and must lie in [0, 1), got {getattr(params, key)}.")
     for key in POSITIVE:
         if getattr(params, key) <= 0:
             raise UserError(f"Param '{key}' must be positive, got {getattr(params, key)}.")
@@ -265,3 +295,40 @@ def validate(params: Params) -> None:
     if params.objective in ("factor", "btcvae") and params.batch_size < 2:
         raise UserError(f"Objective '{params.objective}' estimates q(z) across the batch; set batch_size to 2 or "
                         f"more (64 is usual).")
+
+
+def _source_lines() -> list[str]:
+    with open(__file__, encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def preset_descriptions() -> dict[str, str]:
+    """Each preset's name → the comment line above its entry in PRESETS ('' when it has none)."""
+    lines, descriptions = _source_lines(), {}
+    start = next(i for i, line in enumerate(lines) if line.startswith("PRESETS"))
+    for i in range(start + 1, len(lines)):
+        match = re.match(r'\s+"(\w+)":', lines[i])
+        if match and match.group(1) in PRESETS:
+            block, j = [], i - 1
+            while lines[j].strip().startswith("#"):
+                block.insert(0, lines[j].strip().lstrip("#").strip())
+                j -= 1
+            # an entry right below another without a comment of its own shares that entry's (dipI/dipII)
+            descriptions[match.group(1)] = " ".join(block) or (list(descriptions.values()) or [""])[-1]
+        if lines[i].startswith("}"):
+            break
+    return descriptions
+
+
+def param_table() -> str:
+    """The params as a text table: name, type, default and the trailing comment from params.py."""
+    comments = {}
+    for line in _source_lines():
+        match = re.match(r"    (\w+): .*?#\s*(.*)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    hints = _field_types()
+    rows = [(f.name, str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", ""),
+             repr(f.default), comments.get(f.name, "")) for f in fields(Params)]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(f"{n:<{widths[0]}}  {t:<{widths[1]}}  {d:<{widths[2]}}  {c}" for n, t, d, c in rows)

@@ -61,11 +61,13 @@ def resolve(params: Params, device: torch.device | str) -> dict[str, object]:
     return settings
 
 
-def prepare_performance(model: torch.nn.Module, params: Params, device: torch.device | str) -> dict[str, object]:
+def prepare_performance(model: torch.nn.Module, params: Params, device: torch.device | str,
+                        settings: dict[str, object] | None = None) -> dict[str, object]:
     """Apply the run-wide settings once, before the first step: threads, denormal flushing, memory format and
     compilation of `model` (in place, so state_dict keys and checkpoints are unchanged). Returns the resolved
-    settings; build the optimiser afterwards with `adam_options(settings)`."""
-    settings = resolve(params, device)
+    settings (`settings` when given, already resolved once at start-up); build the optimiser afterwards with
+    `adam_options(settings)`."""
+    settings = resolve(params, device) if settings is None else settings
     if settings["threads"] > 0:
         torch.set_num_threads(settings["threads"])
     # Weights and gradients drift into the denormal range late in training, and x86 CPUs handle denormals

@@ -182,13 +182,18 @@ def run_points(points: list[Point], device, *, out: str, say=print) -> list[Resu
             os.makedirs(folder, exist_ok=True)
             argv = ["--resume", folder] if has_checkpoint else \
                 [f"--set {k}={format_value(v)}" for k, v in point.overrides.items()]
-            main.write_params(folder, point.params, device, argv)
-            rc = main.train(point.params, datasets[key], folder, device, checkpoint)
+            lock = main.lock_run_dir(folder)  # one process per point, also under torchrun
+            try:
+                main.clear_stale_temporaries(folder)
+                main.write_params(folder, point.params, device, argv)
+                rc = main.train(point.params, datasets[key], folder, device, checkpoint)
+            finally:
+                lock.close()
             reason = last_error(folder) if rc == 1 else ""
         except (UserError, DataError, Exception) as error:  # noqa: B014  one point's failure must not stop the rest
             os.makedirs(folder, exist_ok=True)
             rc, reason = 1, f"{type(error).__name__}: {error}".splitlines()[0]
-        status = {0: "done", 130: "stopped"}.get(rc, "failed")
+        status = "done" if rc == 0 else ("stopped" if rc >= 128 else "failed")  # 128 + signal: Ctrl-C, SIGTERM
         wall = round(previous + time.perf_counter() - start, 3)
         with open(os.path.join(folder, "status.yaml"), "w") as f:
             yaml.safe_dump({"status": status, "reason": reason, "wall_s": wall}, f, sort_keys=False)
@@ -282,7 +287,7 @@ def main_(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         results = [Result("", "", "stopped")]
     if any(r.status == "stopped" for r in results):
-        print(f"sweep stopped by Ctrl-C with every model checkpointed; continue with: python sweep.py --resume "
+        print(f"sweep stopped (Ctrl-C or a stop signal) with every model checkpointed; continue with: python sweep.py --resume "
               f"{folder}", file=sys.stderr)
         return 130
     sweep_report.write_report(folder)

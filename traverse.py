@@ -1,6 +1,6 @@
 """Pictures of what a VAE learned: reconstructions, samples, latent traversals and GIFs, from a run or any checkpoint.
 
-    python traverse.py predictions/<run>/checkpoint.pt [--out DIR] [--dims 0,3,7] [--from prior|posterior]
+    python traverse.py predictions/<run>[/checkpoint.pt] [--out DIR] [--dims 0,3,7] [--from prior|posterior]
         [--range sigma:3|quantile:0.05|observed] [--gif] [--images N] [--indices 5,17] [--hide-inactive] [--assets]
 """
 from __future__ import annotations
@@ -222,7 +222,7 @@ def parse_indices(text: str, limit: int, what: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Redraw every picture of a run from a checkpoint written by main.py.")
-    parser.add_argument("checkpoint", help="path to a checkpoint.pt")
+    parser.add_argument("checkpoint", help="path to a checkpoint.pt, or the run folder that holds one")
     parser.add_argument("--out", help="output folder (default: <checkpoint folder>/traversals, or assets with --assets)")
     parser.add_argument("--dims", help="latents to traverse, in this order, e.g. 0,3,7 (default: all, sorted by KL)")
     parser.add_argument("--from", dest="origin", choices=("prior", "posterior"), default="prior",
@@ -245,6 +245,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def make_output_folder(folder: str) -> None:
+    """Create `folder` (and its parents) for writing, or raise one UserError saying why it cannot be."""
+    from params import UserError
+
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"--out '{folder}' is an existing file; give a folder (new or existing) instead.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"Cannot create the output folder '{folder}' ({error.strerror or error}); "
+                        f"choose a writable place with --out.") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"The output folder '{folder}' is not writable; choose another with --out.")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.gif = args.gif or args.assets  # the README shows the animated grid too
@@ -258,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_range(args.range_spec)
         if args.images <= 0:
             raise UserError(f"--images must be positive, got {args.images}.")
+        if os.path.isdir(args.checkpoint):  # a run folder, as main.py --resume takes
+            args.checkpoint = os.path.join(args.checkpoint, "checkpoint.pt")
         state = load_checkpoint(args.checkpoint)
         params = apply_overrides(Params(), state["params"], f"checkpoint '{args.checkpoint}'")
         dims = parse_indices(args.dims, state["latent_dim"], "--dims") if args.dims else None
@@ -273,12 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.assets and not os.path.isfile(log_path):
             raise UserError(f"--assets also plots the run's log, but there is no {log_path}; pass a checkpoint "
                             f"inside its run folder.")
+        folder = args.out or ("assets" if args.assets else os.path.join(run_dir, "traversals"))
+        make_output_folder(folder)
     except (UserError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
-    folder = args.out or ("assets" if args.assets else os.path.join(run_dir, "traversals"))
-    os.makedirs(folder, exist_ok=True)
     tag = "" if args.assets else f"_step{state['step']:06d}"
     path = lambda name, extension="png": os.path.join(folder, f"{name}{tag}.{extension}")  # noqa: E731
     mu, logvar = encode(model, x)

@@ -25,7 +25,7 @@ def test_architecture_is_burgess_2018():
 def test_checkpoint_round_trip(tmp_path):
     model = VAE(1, 4)
     path = str(tmp_path / "checkpoint.pt")
-    save_checkpoint(path, {"model": model.state_dict(), "channels": 1, "latent_dim": 4, "step": 3})
+    save_checkpoint(path, {"model": model.state_dict(), "params": {}, "channels": 1, "latent_dim": 4, "step": 3})
     rebuilt = model_from_checkpoint(load_checkpoint(path))
     for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values()):
         assert torch.equal(a, b)
@@ -36,7 +36,8 @@ def test_bad_checkpoints_raise_user_errors(tmp_path):
     with pytest.raises(UserError, match="No checkpoint"):
         load_checkpoint(str(tmp_path / "missing.pt"))
     good = tmp_path / "good.pt"
-    save_checkpoint(str(good), {"model": VAE(1, 4).state_dict(), "channels": 1, "latent_dim": 4, "step": 0})
+    save_checkpoint(str(good), {"model": VAE(1, 4).state_dict(), "params": {}, "channels": 1, "latent_dim": 4,
+                                 "step": 0})
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(UserError, match="not a readable checkpoint"):
