@@ -30,6 +30,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+import ddp  # noqa: E402
 import metrics  # noqa: E402
 import performance  # noqa: E402
 import report  # noqa: E402
@@ -132,7 +133,9 @@ def write_params(run_dir: str, params: Params, device: torch.device, argv: list[
                  settings: dict | None = None) -> None:
     record = {
         "params": dataclasses.asdict(params),
-        "command": " ".join(["python", "main.py", *argv]),
+        "command": " ".join([*(["python"] if ddp.world_size() == 1 else
+                               ["torchrun", f"--nnodes={ddp.world_size() // int(os.environ['LOCAL_WORLD_SIZE'])}",
+                                f"--nproc_per_node={os.environ['LOCAL_WORLD_SIZE']}"]), "main.py", *argv]),
         "git_commit": git_commit(),
         "device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
                                  f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"),
@@ -223,12 +226,18 @@ def signal_name(signum: int) -> str:
 def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None,
           settings: dict | None = None) -> int:
     """The training loop, written out (`settings`: performance.resolve's; None resolves). Returns the exit code."""
+    lead, world = ddp.rank() == 0, ddp.world_size()  # under torchrun only rank 0 writes files and prints
+
     def say(message: str) -> None:
+        if not lead:
+            if message.startswith("error"):
+                print(f"rank {ddp.rank()}: {message}", file=sys.stderr)
+            return
         tqdm.write(message, file=sys.stderr)
         with contextlib.suppress(OSError, ValueError):  # a full disk must not hide the message itself
             log_file.write(message + "\n")
             log_file.flush()
-    log_file = open(os.path.join(run_dir, "run.log"), "a")
+    log_file = open(os.path.join(run_dir, "run.log") if lead else os.devnull, "a")
     torch.manual_seed(params.seed)
     model = VAE(dataset.channels, params.latent_dim).to(device)
     settings = performance.prepare_performance(model, params, device, settings)  # threads, denormals, memory format, compile
@@ -248,8 +257,12 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
             objective.load_state_dict(checkpoint["objective"])
         restore_rng(checkpoint["rng"], index_generator)
         step = checkpoint["step"]
-    log = CsvLog(os.path.join(run_dir, "log.csv"), step if checkpoint is not None else None)
-    val_log = CsvLog(os.path.join(run_dir, "val.csv"), step if checkpoint is not None else None)  # held-out loss
+    step_model = ddp.wrap(model, device)  # DDP under torchrun: same weights on every rank, gradients averaged
+    if not lead:  # its own reparameterisation noise, deterministic; rank 0 keeps the single-process stream
+        torch.manual_seed(params.seed + 1_000_003 * ddp.rank() + step)
+    log = CsvLog(os.path.join(run_dir, "log.csv") if lead else os.devnull, step if checkpoint is not None else None)
+    val_log = CsvLog(os.path.join(run_dir, "val.csv") if lead else os.devnull,  # held-out loss
+                     step if checkpoint is not None else None)
     checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
 
     def snapshot() -> dict:
@@ -265,11 +278,15 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 else "no checkpoint of this run was written")
 
     def write_checkpoint(state: dict) -> None:
+        if not lead:
+            return
         save_checkpoint(checkpoint_path, state)
         saved_step[0] = state["step"]
 
     def save(state: dict) -> None:
         write_checkpoint(state)
+        if not lead:
+            return
         model.load_state_dict(state["model"])  # pictures of the checkpointed weights
         traverse.save_all(model, x_fixed, run_dir, tag=f"_step{state['step']:06d}", points=params.traverse_points,
                           dataset=dataset, params=params)
@@ -277,6 +294,10 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     # Ctrl-C, SIGTERM (Slurm, docker stop, timeout) and SIGHUP (a dropped SSH session) stop at the next step and
     # save; a second one during that save leaves at once.
     stop_requested = []
+    agreed_stop = []  # under torchrun: the stop all ranks agreed on at a log boundary (each sees signals when it may)
+
+    def stopping() -> list:
+        return stop_requested if world == 1 else agreed_stop
 
     def on_signal(signum, frame):
         if stop_requested:
@@ -288,7 +309,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     # these weights, RNG and batch) was finite, so the candidate becomes last_good; resuming from it repeats that step.
     last_good, candidate = snapshot(), None
     totals, window = {}, 0
-    bar = tqdm(total=params.steps, initial=step, desc=os.path.basename(run_dir), dynamic_ncols=True, smoothing=0.05)
+    bar = tqdm(total=params.steps, initial=step, desc=os.path.basename(run_dir), dynamic_ncols=True, smoothing=0.05,
+               disable=not lead)
     model.train()
     loop_start, first_step = time.perf_counter(), step
     try:
@@ -296,8 +318,9 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
             if (step + 1) % params.log_every == 0 or step + 1 == params.steps:
                 candidate = snapshot()                      # before the step whose loss closes the log window
             indices = torch.randint(len(dataset), (params.batch_size,), generator=index_generator)
-            x, _ = dataset.batch(indices)                   # [B, C, 64, 64] on device
-            terms = train_step(model, optimizer, objective, x, step, params)
+            indices = indices[ddp.rank()::world]            # this rank's share of the global batch
+            x, _ = dataset.batch(indices)                   # [B / world, C, 64, 64] on device
+            terms = train_step(step_model, optimizer, objective, x, step, params)
             step += 1
             bar.update(1)
             if step == 1 and checkpoint is None:
@@ -306,8 +329,11 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 totals[name] = totals.get(name, 0) + value.detach()
             window += 1
 
-            if step % params.log_every == 0 or step == params.steps or stop_requested:
+            if step % params.log_every == 0 or step == params.steps or stopping():
                 means = {name: (total / window).cpu() for name, total in totals.items()}
+                if world > 1:                               # the global batch's means; a stop on any rank stops all
+                    means, signum = ddp.agree(means, stop_requested[0] if stop_requested else 0)
+                    agreed_stop[:] = [signum] if signum else []
                 totals, window = {}, 0
                 if not math.isfinite(means["loss"].item()):
                     save(last_good)
@@ -322,7 +348,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step" and not k.startswith("kl_")})
                 if candidate is not None and candidate["step"] == step - 1:
                     last_good, candidate = candidate, None
-            if step % params.sample_every == 0:
+            if step % params.sample_every == 0 and lead:
                 was_training = model.training
                 traverse.save_all(model, x_fixed, run_dir, tag=f"_step{step:06d}", points=params.traverse_points,
                                   dataset=dataset, params=params)
@@ -330,15 +356,16 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 model.train(was_training)
             if step % params.checkpoint_every == 0:
                 write_checkpoint(snapshot())
-            if (params.eval_every and step % params.eval_every == 0) or step == params.steps:
+            if ((params.eval_every and step % params.eval_every == 0) or step == params.steps) and lead:
                 validation.log_validation(model, objective, dataset, step, params, val_log)
-            if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps:
+            if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps \
+                    and lead:
                 metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say)
-            if stop_requested:
+            if stopping():
                 save(snapshot())
-                say(f"stopped by {signal_name(stop_requested[0])} at step {step}; checkpoint and images saved; "
+                say(f"stopped by {signal_name(stopping()[0])} at step {step}; checkpoint and images saved; "
                     f"continue with: python main.py --resume {run_dir}")
-                return 128 + stop_requested[0]
+                return 128 + stopping()[0]
     except StopNow as stop:
         say(f"stopped at once by a second {signal_name(stop.signum)} at step {step}; {on_disk()}")
         return 128 + stop.signum
@@ -368,6 +395,8 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
     trained, seconds = step - first_step, time.perf_counter() - loop_start
+    if not lead:
+        return 0
     try:
         save(snapshot())
     except CheckpointWriteError as error:
@@ -429,19 +458,27 @@ def main(argv: list[str] | None = None) -> int:
         else:
             params = build_params(args.preset, args.config, args.assignments)
         device = resolve_device(params.device)
+        if ddp.launched():  # torchrun: one model, data-parallel over its processes (ddp.py)
+            device = ddp.setup(params.batch_size, device)
         settings = performance.resolve(params, device)  # once; a bad combination stops before the run folder exists
         dataset = make_dataset(params, device)  # before the run folder, so bad data leaves no empty run behind
         if args.resume:
             check_weights_fit(checkpoint, dataset.channels, params.latent_dim, run_dir)  # before anything is written
-        else:
-            run_dir = new_run_dir(params, args.preset)
-        lock = lock_run_dir(run_dir)  # held until this process ends
-        clear_stale_temporaries(run_dir)
-        write_params(run_dir, params, device, argv, settings)
+        locks = []
+
+        def claim_run_dir() -> str:
+            folder = run_dir if args.resume else new_run_dir(params, args.preset)
+            locks.append(lock_run_dir(folder))  # held until this process ends
+            clear_stale_temporaries(folder)
+            write_params(folder, params, device, argv, settings)
+            return folder
+        run_dir = ddp.share_run_dir(claim_run_dir) if ddp.world_size() > 1 else claim_run_dir()
         try:
             return train(params, dataset, run_dir, device, checkpoint, settings)
         finally:
-            lock.close()
+            for lock in locks:
+                lock.close()
+            ddp.finish()
     except (UserError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
