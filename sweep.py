@@ -239,6 +239,50 @@ def read_spec(folder: str, assignments: list[str] = ()) -> tuple[Params, list[Po
     return base, points
 
 
+def ranks() -> tuple[int, int]:
+    """(rank, world size) under torchrun (env RANK, WORLD_SIZE); (0, 1) for a plain run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
+
+
+def start_distributed(device):
+    """Join torchrun's process group (gloo on CPU, nccl on CUDA, one GPU per local rank); returns this rank's device.
+    Only folder names and statuses travel over it, never gradients. Ranks finish their points at different times,
+    so the collectives wait up to 48 h instead of the default 30 min."""
+    import torch
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=48))
+    return device
+
+
+def stop_distributed() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def share_folder(folder: str | None, error: str | None) -> tuple[str | None, str | None]:
+    """Rank 0's sweep folder (or its error) sent to every rank."""
+    import torch.distributed as dist
+    message = [folder, error]
+    dist.broadcast_object_list(message, src=0)
+    return message[0], message[1]
+
+
+def gather_results(results: list[Result]) -> list[Result]:
+    """Every rank's results, in rank order, on every rank (a barrier: rank 0 reports only after all are done)."""
+    import torch.distributed as dist
+    everyone = [None] * dist.get_world_size()
+    try:
+        dist.all_gather_object(everyone, results)
+    except RuntimeError:               # another rank was killed (torchrun stopping the job): this rank's points are saved
+        return [*results, Result("", "", "stopped")]
+    return [result for part in everyone for result in part]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", help="a sweep preset (params.SWEEPS) or a run preset (params.PRESETS) as base")
@@ -257,7 +301,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main_(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    folder = None
+    folder, error = None, None
+    rank, world = ranks()
     try:
         if args.report:
             sweep_report.write_report(args.report)
@@ -275,20 +320,42 @@ def main_(argv: list[str] | None = None) -> int:
             validate(base)
             points = expand(base, spec["grid"], spec["zip"])
         device = main.resolve_device(base.device)
-        if not args.resume:
+        if world > 1:
+            device = start_distributed(device)
+        if rank == 0 and not args.resume:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            folder = new_sweep_dir(base, args.name or args.preset or f"sweep_{stamp}")
-            write_spec(folder, base, spec, points)
-        print(f"sweep: {len(points)} points in {folder}")
-        results = run_points(points, device, out=folder)
+            try:
+                folder = new_sweep_dir(base, args.name or args.preset or f"sweep_{stamp}")
+                write_spec(folder, base, spec, points)
+            except UserError as failure:
+                error = str(failure)
+        if world > 1:
+            folder, error = share_folder(folder, error)  # rank 0's choice; every rank writes into that folder
+        if error:
+            raise UserError(error)
+        if rank == 0:
+            print(f"sweep: {len(points)} points in {folder}" + (f", split over {world} ranks" if world > 1 else ""))
+        say = print if world == 1 else (lambda message: print(f"rank {rank}: {message}", flush=True))
+        try:
+            results = run_points(points[rank::world], device, out=folder, say=say)
+        except KeyboardInterrupt:
+            results = [Result("", "", "stopped")]
+        if world > 1:
+            results = gather_results(results)   # waits for every rank; only rank 0 goes on to report
     except (UserError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         results = [Result("", "", "stopped")]
+    finally:
+        stop_distributed()
+    if rank != 0:
+        return 130 if any(r.status == "stopped" for r in results) else (1 if any(r.status == "failed" for r in results)
+                                                                        else 0)
     if any(r.status == "stopped" for r in results):
-        print(f"sweep stopped (Ctrl-C or a stop signal) with every model checkpointed; continue with: python sweep.py --resume "
-              f"{folder}", file=sys.stderr)
+        launcher = "torchrun ... sweep.py" if world > 1 else "python sweep.py"
+        print(f"sweep stopped (Ctrl-C or a stop signal) with every model checkpointed; continue with: {launcher} "
+              f"--resume {folder}", file=sys.stderr)
         return 130
     sweep_report.write_report(folder)
     failed = [r.name for r in results if r.status == "failed"]
