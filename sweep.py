@@ -326,7 +326,7 @@ def gather_results(results: list[Result]) -> list[Result]:
     everyone = [None] * dist.get_world_size()
     try:
         dist.all_gather_object(everyone, results)
-    except RuntimeError:               # another rank was killed (torchrun stopping the job): this rank's points are saved
+    except RuntimeError:  # another rank was killed (torchrun stopping the job): this rank's points are saved
         return [*results, Result("", "", "stopped")]
     return [result for part in everyone for result in part]
 

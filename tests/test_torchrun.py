@@ -25,7 +25,7 @@ def steps(folder):
 
 def test_two_ranks_run_each_point_once_and_resume_re_splits(tmp_path):
     done = torchrun("--name", "s", "--grid", "beta=1,2", "--grid", "seed=0,1",
-                    "--set", f"out_dir={tmp_path}", f"data_dir={tmp_path}", *TINY)
+                    "--set", f"out_dir={tmp_path}", f"data_dir={tmp_path}", *TINY, "pack=1")
     assert done.returncode == 0, done.stdout + done.stderr
     folder = tmp_path / "s"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]          # one sweep folder, agreed by both ranks
