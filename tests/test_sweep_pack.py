@@ -1,6 +1,9 @@
 """Sweeps with pack=K: points sharing packed.pack_key train as one pack and still get complete folders."""
 import csv
+import os
+import signal
 
+import torch
 import yaml
 
 import packed
@@ -42,3 +45,22 @@ def test_a_packed_sweep_gives_the_same_folders_and_columns_as_one_after_another(
     assert packs == [3]                                             # a whole pack resumes from its checkpoints
     for name in ["beta=1", "beta=4", "beta=16"]:
         assert [int(r["step"]) for r in read_csv(tmp_path / "pack" / "s" / name / "log.csv")] == [2, 4, 6]
+
+
+def test_sigterm_stops_a_pack_with_every_model_checkpointed(tmp_path, monkeypatch):
+    real_step = packed.Pack.train_step
+
+    def train_step(self, xs, step):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)                    # as Slurm or torchrun stopping the job
+        return real_step(self, xs, step)
+
+    monkeypatch.setattr(packed.Pack, "train_step", train_step)
+    assert sweep.main_(tiny_args(tmp_path, "--grid", "beta=1,4", "--set", "pack=2")) == 130
+    for name in ["beta=1", "beta=4"]:
+        run = tmp_path / "s" / name
+        assert yaml.safe_load((run / "status.yaml").read_text())["status"] == "stopped"
+        assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
+    monkeypatch.setattr(packed.Pack, "train_step", real_step)
+    assert sweep.main_(["--resume", str(tmp_path / "s")]) == 0
+    assert [int(r["step"]) for r in read_csv(tmp_path / "s" / "beta=4" / "log.csv")] == [2, 4]
