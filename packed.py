@@ -207,8 +207,11 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
                               points=params_list[k].traverse_points, dataset=dataset, params=params_list[k])
 
     stop_requested = []
-    previous_handler = signal.signal(signal.SIGINT, lambda *_: (stop_requested.append(True),
-                                                                signal.signal(signal.SIGINT, previous_handler)))
+
+    def on_signal(signum, frame):  # Ctrl-C, SIGTERM (Slurm, torchrun), SIGHUP as main.train; a second one acts at once
+        stop_requested.append(signum)
+        signal.signal(signum, previous_handlers[signum])
+    previous_handlers = {signum: signal.signal(signum, on_signal) for signum in main.STOP_SIGNALS}
     last_good = [snapshot(k) for k in range(size)]
     totals, windows = [{} for _ in range(size)], [0] * size
     bar = tqdm(total=first.steps, initial=step, desc=f"pack of {size}", dynamic_ncols=True, smoothing=0.05)
@@ -262,11 +265,11 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
                                        lambda message, k=k: say(k, message))
                 if stop_requested:
                     save(k, snapshot(k))
-                    say(k, f"stopped by Ctrl-C at step {step}; checkpoint and images saved; continue with: "
-                           f"python main.py --resume {run_dirs[k]}")
-                    codes[k] = 130
+                    say(k, f"stopped by {main.signal_name(stop_requested[0])} at step {step}; checkpoint and images "
+                           f"saved; continue with: python main.py --resume {run_dirs[k]}")
+                    codes[k] = 128 + stop_requested[0]
             if stop_requested or all(code is not None for code in codes):
-                return [code if code is not None else 130 for code in codes]
+                return [code if code is not None else 128 + stop_requested[0] for code in codes]
     except (Exception, KeyboardInterrupt):  # a second Ctrl-C lands here too
         for k in range(size):
             if codes[k] is None:
@@ -282,7 +285,8 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
         bar.close()
         for log in logs + val_logs:
             log.close()
-        signal.signal(signal.SIGINT, previous_handler)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
     seconds = time.perf_counter() - loop_start
     for k, params in enumerate(params_list):
         if codes[k] is not None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import yaml
 
 import main
+import packed
 import sweep_report
 from data import DataError, make_dataset
 from models import load_checkpoint
@@ -161,47 +162,94 @@ def last_error(folder: str) -> str:
     return errors[-1][len("error:"):].strip() if errors else "training returned an error (see run.log)"
 
 
+def start_step(folder: str):
+    """The step of the point's checkpoint, None without one; a broken one gives a key of its own (never packed)."""
+    path = os.path.join(folder, "checkpoint.pt")
+    try:
+        return load_checkpoint(path)["step"] if os.path.isfile(path) else None
+    except UserError:
+        return object()
+
+
 def run_points(points: list[Point], device, *, out: str, say=print) -> list[Result]:
-    """Train `points` one after another on `device`, each in out/<name>/; finished ones are skipped, partial ones
-    resume from their checkpoint. Stops at the first Ctrl-C (that point's result is 'stopped')."""
-    datasets, results = {}, []
-    for index, point in enumerate(points):
+    """Train `points` on `device`, each in out/<name>/; finished ones are skipped, partial ones resume from their
+    checkpoint. Where params.pack resolves to K > 1, points with the same packed.pack_key (and checkpoint step)
+    train K at a time as one pack; otherwise one after another. Stops at the first Ctrl-C ('stopped')."""
+    datasets, results, pending = {}, [], []
+    for point in points:
         folder = os.path.join(out, point.name)
         if point_finished(folder, point.params):
             results.append(Result(point.name, folder, "skipped", wall_s=read_status(folder).get("wall_s", 0.0)))
-            continue
-        say(f"sweep: point {index + 1}/{len(points)}: {point.name}")
-        previous = read_status(folder).get("wall_s", 0.0)
-        start, rc, reason = time.perf_counter(), 1, ""
+        else:
+            pending.append(point)
+
+    def dataset_of(point: Point):
+        key = tuple(getattr(point.params, k) for k in DATA_KEYS)
+        if key not in datasets:
+            datasets[key] = make_dataset(point.params, device)
+        return datasets[key]
+
+    def group_key(point: Point) -> tuple:
+        return (packed.pack_key(point.params), tuple(getattr(point.params, k) for k in DATA_KEYS),
+                start_step(os.path.join(out, point.name)))
+
+    while pending:
+        group = [pending.pop(0)]
         try:
-            key = tuple(getattr(point.params, k) for k in DATA_KEYS)
-            if key not in datasets:
-                datasets[key] = make_dataset(point.params, device)
+            size = packed.resolve_pack(group[0].params, dataset_of(group[0]), device)
+        except Exception:  # noqa: BLE001  the point's own run below reports what is wrong
+            size = 1
+        if size > 1:
+            key = group_key(group[0])
+            group += [point for point in pending if group_key(point) == key][:size - 1]
+            pending = [point for point in pending if all(point is not member for member in group)]
+        for point in group:
+            say(f"sweep: point {points.index(point) + 1}/{len(points)}: {point.name}"
+                + (f" (in a pack of {len(group)})" if len(group) > 1 else ""))
+        results += run_group(group, dataset_of, device, out, say)
+        if any(r.status == "stopped" for r in results):
+            break
+    return results
+
+
+def run_group(group: list[Point], dataset_of, device, out: str, say) -> list[Result]:
+    """One point alone (main.train) or several as a pack (packed.train_pack), each folder locked and recorded."""
+    folders = [os.path.join(out, point.name) for point in group]
+    previous = [read_status(folder).get("wall_s", 0.0) for folder in folders]
+    start, codes, reasons, locks = time.perf_counter(), [1] * len(group), [""] * len(group), []
+    try:
+        dataset = dataset_of(group[0])
+        checkpoints = []
+        for point, folder in zip(group, folders):
             has_checkpoint = os.path.isfile(os.path.join(folder, "checkpoint.pt"))
-            checkpoint = load_checkpoint(os.path.join(folder, "checkpoint.pt")) if has_checkpoint else None
+            checkpoints.append(load_checkpoint(os.path.join(folder, "checkpoint.pt")) if has_checkpoint else None)
             os.makedirs(folder, exist_ok=True)
             argv = ["--resume", folder] if has_checkpoint else \
                 [f"--set {k}={format_value(v)}" for k, v in point.overrides.items()]
-            lock = main.lock_run_dir(folder)  # one process per point, also under torchrun
-            try:
-                main.clear_stale_temporaries(folder)
-                main.write_params(folder, point.params, device, argv)
-                rc = main.train(point.params, datasets[key], folder, device, checkpoint)
-            finally:
-                lock.close()
-            reason = last_error(folder) if rc == 1 else ""
-        except (UserError, DataError, Exception) as error:  # noqa: B014  one point's failure must not stop the rest
+            locks.append(main.lock_run_dir(folder))  # one process per point, also under torchrun
+            main.clear_stale_temporaries(folder)
+            main.write_params(folder, point.params, device, argv)
+        if len(group) == 1:
+            codes = [main.train(group[0].params, dataset, folders[0], device, checkpoints[0])]
+        else:
+            codes = packed.train_pack([p.params for p in group], dataset, folders, device, checkpoints)
+        reasons = [last_error(folder) if rc == 1 else "" for folder, rc in zip(folders, codes)]
+    except (UserError, DataError, Exception) as error:  # noqa: B014  one point's failure must not stop the rest
+        for folder in folders:
             os.makedirs(folder, exist_ok=True)
-            rc, reason = 1, f"{type(error).__name__}: {error}".splitlines()[0]
+        codes, reasons = [1] * len(group), [f"{type(error).__name__}: {error}".splitlines()[0]] * len(group)
+    finally:
+        for lock in locks:
+            lock.close()
+    results = []
+    for point, folder, rc, reason, before in zip(group, folders, codes, reasons, previous):
         status = "done" if rc == 0 else ("stopped" if rc >= 128 else "failed")  # 128 + signal: Ctrl-C, SIGTERM
-        wall = round(previous + time.perf_counter() - start, 3)
+        wall = round(before + time.perf_counter() - start, 3)  # a pack's models share its wall time
         with open(os.path.join(folder, "status.yaml"), "w") as f:
             yaml.safe_dump({"status": status, "reason": reason, "wall_s": wall}, f, sort_keys=False)
         results.append(Result(point.name, folder, status, reason, wall))
         if status == "failed":
             say(f"sweep: point {point.name} failed: {reason}")
-        if status == "stopped":
-            break
     return results
 
 
@@ -239,6 +287,50 @@ def read_spec(folder: str, assignments: list[str] = ()) -> tuple[Params, list[Po
     return base, points
 
 
+def ranks() -> tuple[int, int]:
+    """(rank, world size) under torchrun (env RANK, WORLD_SIZE); (0, 1) for a plain run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
+
+
+def start_distributed(device):
+    """Join torchrun's process group (gloo on CPU, nccl on CUDA, one GPU per local rank); returns this rank's device.
+    Only folder names and statuses travel over it, never gradients. Ranks finish their points at different times,
+    so the collectives wait up to 48 h instead of the default 30 min."""
+    import torch
+    import torch.distributed as dist
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=48))
+    return device
+
+
+def stop_distributed() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def share_folder(folder: str | None, error: str | None) -> tuple[str | None, str | None]:
+    """Rank 0's sweep folder (or its error) sent to every rank."""
+    import torch.distributed as dist
+    message = [folder, error]
+    dist.broadcast_object_list(message, src=0)
+    return message[0], message[1]
+
+
+def gather_results(results: list[Result]) -> list[Result]:
+    """Every rank's results, in rank order, on every rank (a barrier: rank 0 reports only after all are done)."""
+    import torch.distributed as dist
+    everyone = [None] * dist.get_world_size()
+    try:
+        dist.all_gather_object(everyone, results)
+    except RuntimeError:  # another rank was killed (torchrun stopping the job): this rank's points are saved
+        return [*results, Result("", "", "stopped")]
+    return [result for part in everyone for result in part]
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", help="a sweep preset (params.SWEEPS) or a run preset (params.PRESETS) as base")
@@ -257,7 +349,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main_(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    folder = None
+    folder, error = None, None
+    rank, world = ranks()
     try:
         if args.report:
             sweep_report.write_report(args.report)
@@ -275,20 +368,42 @@ def main_(argv: list[str] | None = None) -> int:
             validate(base)
             points = expand(base, spec["grid"], spec["zip"])
         device = main.resolve_device(base.device)
-        if not args.resume:
+        if world > 1:
+            device = start_distributed(device)
+        if rank == 0 and not args.resume:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-            folder = new_sweep_dir(base, args.name or args.preset or f"sweep_{stamp}")
-            write_spec(folder, base, spec, points)
-        print(f"sweep: {len(points)} points in {folder}")
-        results = run_points(points, device, out=folder)
+            try:
+                folder = new_sweep_dir(base, args.name or args.preset or f"sweep_{stamp}")
+                write_spec(folder, base, spec, points)
+            except UserError as failure:
+                error = str(failure)
+        if world > 1:
+            folder, error = share_folder(folder, error)  # rank 0's choice; every rank writes into that folder
+        if error:
+            raise UserError(error)
+        if rank == 0:
+            print(f"sweep: {len(points)} points in {folder}" + (f", split over {world} ranks" if world > 1 else ""))
+        say = print if world == 1 else (lambda message: print(f"rank {rank}: {message}", flush=True))
+        try:
+            results = run_points(points[rank::world], device, out=folder, say=say)
+        except KeyboardInterrupt:
+            results = [Result("", "", "stopped")]
+        if world > 1:
+            results = gather_results(results)   # waits for every rank; only rank 0 goes on to report
     except (UserError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         results = [Result("", "", "stopped")]
+    finally:
+        stop_distributed()
+    if rank != 0:
+        return 130 if any(r.status == "stopped" for r in results) else (1 if any(r.status == "failed" for r in results)
+                                                                        else 0)
     if any(r.status == "stopped" for r in results):
-        print(f"sweep stopped (Ctrl-C or a stop signal) with every model checkpointed; continue with: python sweep.py --resume "
-              f"{folder}", file=sys.stderr)
+        launcher = "torchrun ... sweep.py" if world > 1 else "python sweep.py"
+        print(f"sweep stopped (Ctrl-C or a stop signal) with every model checkpointed; continue with: {launcher} "
+              f"--resume {folder}", file=sys.stderr)
         return 130
     sweep_report.write_report(folder)
     failed = [r.name for r in results if r.status == "failed"]

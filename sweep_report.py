@@ -15,7 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-TRAINED = re.compile(r"trained (\d+) steps in ([\d.]+) s: ([\d.]+) steps/s")
+# main.train's line, or train_pack's (aggregate model-steps/s of a pack of K: each model ran at 1/K of it).
+TRAINED = re.compile(r"trained (\d+) steps in ([\d.]+) s(?: in a pack of (\d+))?: ([\d.]+) (?:model-)?steps/s")
 
 
 def read_point(folder: str, active_kl: float) -> dict:
@@ -41,7 +42,7 @@ def read_point(folder: str, active_kl: float) -> dict:
     if os.path.isfile(run_log):
         found = TRAINED.findall(open(run_log).read())
         if found:
-            row["steps_per_s"] = float(found[-1][2])
+            row["steps_per_s"] = round(float(found[-1][3]) / int(found[-1][2] or 1), 3)
     status = {}
     if os.path.isfile(os.path.join(folder, "status.yaml")):
         with open(os.path.join(folder, "status.yaml")) as f:
