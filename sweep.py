@@ -407,7 +407,8 @@ def main_(argv: list[str] | None = None) -> int:
         return 130
     sweep_report.write_report(folder)
     failed = [r.name for r in results if r.status == "failed"]
-    print(f"sweep done: {len(results) - len(failed)}/{len(results)} points finished; comparison in {folder}/sweep.html"
+    print(f"sweep done: {len(results) - len(failed)}/{len(results)} points finished; comparison in "
+          f"{folder}/sweep.html, per-setting mean ± std in {folder}/summary.md"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 

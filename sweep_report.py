@@ -1,4 +1,5 @@
-"""A sweep's comparison from its run folders alone: sweep.csv, tradeoff.png and sweep.html (byte-identical rebuilds)."""
+"""A sweep's comparison from its run folders alone: sweep.csv, summary.md, tradeoff.png and sweep.html
+(byte-identical rebuilds)."""
 from __future__ import annotations
 
 import csv
@@ -114,6 +115,38 @@ def plot_tradeoff(path: str, keys: list[str], rows: list[dict], metrics: list[st
     plt.close(fig)
 
 
+def summarise(keys: list[str], rows: list[dict], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
+    """One row per setting (the swept params other than seed): n finished points and, per quantity, the mean ±
+    sample std (ddof = 1) over them with the [min, max] range, so the worst seed shows either way."""
+    group_keys = [k for k in keys if k != "seed"]
+    quantities = ["recon", "kl", *metrics, "active_latents"]
+    settings: dict[tuple, list[dict]] = {}
+    for r in rows:
+        settings.setdefault(tuple(fmt_short(r[k]) for k in group_keys), []).append(r)
+    header = [*group_keys, "n", *quantities]
+    table = []
+    for setting, members in settings.items():
+        done = [r for r in members if r["status"] == "done"]
+        cells = [*setting, f"{len(done)}/{len(members)}"]
+        for quantity in quantities:
+            values = np.array([float(r[quantity]) for r in done if quantity in r])
+            if len(values) == 0:
+                cells.append("")
+                continue
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():.3g} ± {std:.2g} [{values.min():.3g}, {values.max():.3g}]")
+        table.append(cells)
+    return header, table
+
+
+def write_summary(path: str, header: list[str], table: list[list[str]]) -> None:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in table]
+    with open(path, "w") as f:
+        f.write("Mean ± std over the finished seeds of each setting (sample std, ddof = 1), [min, max]; "
+                "n = finished/all.\n\n" + "\n".join(lines) + "\n")
+
+
 def newest(folder: str, prefix: str) -> str | None:
     found = sorted(glob.glob(os.path.join(folder, f"{prefix}_step*.png")))
     return os.path.basename(found[-1]) if found else None
@@ -126,6 +159,8 @@ def write_report(sweep_dir: str) -> None:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([[fmt(r.get(c, "")) for c in columns] for r in rows])
+    summary_header, summary = summarise(keys, rows, metrics)
+    write_summary(os.path.join(sweep_dir, "summary.md"), summary_header, summary)
     plot_tradeoff(os.path.join(sweep_dir, "tradeoff.png"), keys, rows, metrics)
     link = lambda *parts: html.escape(urllib.parse.quote("/".join(parts), safe="/=,"))  # noqa: E731
     table = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c, '')))}</td>" for c in columns) + "</tr>\n"
@@ -146,6 +181,10 @@ def write_report(sweep_dir: str) -> None:
             f"<h1>Sweep {html.escape(os.path.basename(os.path.abspath(sweep_dir)))}</h1>\n"
             "<table border=\"1\" cellspacing=\"0\"><tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>\n"
             + table + "</table>\n<p><a href=\"sweep.csv\">sweep.csv</a></p>\n"
+            "<h2>Per setting: mean ± std over seeds [min, max]</h2>\n"
+            "<table border=\"1\" cellspacing=\"0\"><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in summary_header)
+            + "</tr>\n" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n"
+                                   for row in summary) + "</table>\n"
             "<img src=\"tradeoff.png\" alt=\"tradeoff\">\n"
             "<h2>Traversals (grid, highest-|mean| latent)</h2>\n" + "\n".join(gallery) + "\n</body></html>\n")
     with open(os.path.join(sweep_dir, "sweep.html"), "w") as f:

@@ -9,6 +9,7 @@ import yaml
 
 import main
 import sweep
+import sweep_report
 from params import Params, UserError
 
 TINY = ["steps=4", "batch_size=16", "log_every=2", "sample_every=2", "checkpoint_every=2", "traverse_samples=40",
@@ -88,8 +89,10 @@ def test_three_point_sweep_resume_and_report(tmp_path, capsys):
 
     before = {n: (folder / n / "checkpoint.pt").stat().st_mtime_ns for n in names}
     csv_before, html_before = (folder / "sweep.csv").read_bytes(), (folder / "sweep.html").read_bytes()
-    png_before = (folder / "tradeoff.png").read_bytes()
+    png_before, summary_before = (folder / "tradeoff.png").read_bytes(), (folder / "summary.md").read_bytes()
+    assert "| beta | n | recon |" in summary_before.decode()
     assert sweep.main_(["--report", str(folder)]) == 0
+    assert (folder / "summary.md").read_bytes() == summary_before
     assert (folder / "sweep.csv").read_bytes() == csv_before and (folder / "sweep.html").read_bytes() == html_before
     assert (folder / "tradeoff.png").read_bytes() == png_before
     (folder / "beta=16" / "status.yaml").unlink()
@@ -99,6 +102,17 @@ def test_three_point_sweep_resume_and_report(tmp_path, capsys):
     assert after["beta=16"] != before["beta=16"]                    # unfinished: run again
     assert yaml.safe_load((folder / "beta=16" / "status.yaml").read_text())["status"] == "done"
     assert main.main(["--resume", str(folder / "beta=4"), "--set", "steps=6"]) == 0   # a point is an ordinary run
+
+
+def test_summary_gives_mean_std_and_range_over_finished_seeds_per_setting():
+    rows = [{"point": f"beta={b},seed={s}", "beta": b, "seed": s, "status": status, "recon": recon, "kl": 2.0,
+             "mig": mig, "active_latents": 3}
+            for b, s, status, recon, mig in [(1.0, 0, "done", 1.0, 0.1), (1.0, 1, "done", 3.0, 0.3),
+                                              (1.0, 2, "failed", 99.0, 0.9), (4.0, 0, "done", 5.0, 0.5)]]
+    header, table = sweep_report.summarise(["beta", "seed"], rows, ["mig"])
+    assert header == ["beta", "n", "recon", "kl", "mig", "active_latents"]
+    assert table[0] == ["1", "2/3", "2 ± 1.4 [1, 3]", "2 ± 0 [2, 2]", "0.2 ± 0.14 [0.1, 0.3]", "3 ± 0 [3, 3]"]
+    assert table[1][:3] == ["4", "1/1", "5 ± 0 [5, 5]"]                 # one seed: no spread
 
 
 def test_resume_finishes_a_partial_point_from_its_checkpoint(tmp_path):
