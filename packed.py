@@ -262,7 +262,8 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
                 if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps:
                     with pack.own_rng(k):
                         metrics.record(pack.module(k), dataset, run_dirs[k], step, params.seed, params.metrics_dci,
-                                       lambda message, k=k: say(k, message))
+                                       lambda message, k=k: say(k, message),
+                                       include_beta_vae=params.metrics_beta_vae)
                 if stop_requested:
                     save(k, snapshot(k))
                     say(k, f"stopped by {main.signal_name(stop_requested[0])} at step {step}; checkpoint and images "
@@ -298,7 +299,7 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
         with pack.own_rng(k):
             if params.metrics:
                 metrics.record(model, dataset, run_dirs[k], step, params.seed, params.metrics_dci,
-                               lambda message, k=k: say(k, message))
+                               lambda message, k=k: say(k, message), include_beta_vae=params.metrics_beta_vae)
             validation.plot_validation(run_dirs[k])
             dataset.end_of_run_pictures(model, run_dirs[k], params)
             report.refresh(run_dirs[k], params.active_kl)

@@ -177,12 +177,14 @@ def test_record_writes_every_score_by_step_and_skips_data_without_factors(tmp_pa
     torch.manual_seed(0)
     model, lines = VAE(1, 4), []
     first = metrics.record(model, TinyFactorData(), str(tmp_path), 10, seed=0, say=lines.append)
-    metrics.record(model, TinyFactorData(), str(tmp_path), 20, seed=0, include_dci=False, say=lines.append)
+    metrics.record(model, TinyFactorData(), str(tmp_path), 20, seed=0, include_dci=False, say=lines.append,
+                   include_beta_vae=False)
     saved = yaml.safe_load((tmp_path / "metrics.yaml").read_text())
     assert list(saved) == [10, 20] and "disentanglement_lib" in saved[10]["protocol"]
     assert {"mig", "sap", "aam", "mmig", "aam_histogram", "mmig_histogram", "beta_vae", "factor_vae", "dci_disentanglement", "dci_completeness",
             "dci_informativeness"} <= set(saved[10])
     assert saved[10]["mig"] == first["mig"] and "dci_disentanglement" not in saved[20]
+    assert "beta_vae" not in saved[20] and "beta_vae" not in saved[20]["seconds"] and saved[20]["mig"] == first["mig"]
     assert len(lines) == 2 and "metrics at step 10" in lines[0]
     assert metrics.record(model, object(), str(tmp_path / "celeba"), 5, say=lines.append) is None
     assert "no ground-truth factors" in lines[-1] and not (tmp_path / "celeba").exists()
