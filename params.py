@@ -77,7 +77,7 @@ class Params:
     traverse_points: int = 10          # images per traversal row
     metrics: bool = True               # disentanglement scores (metrics.py) at the end and every eval_every steps, on datasets with factors
     metrics_dci: bool = True           # include DCI, whose boosted trees take minutes by protocol
-    metrics_beta_vae: bool = True      # include BetaVAE, whose protocol encodes 1.9M images (~80 s on 2 CPU cores)
+    metrics_beta_vae: bool = True      # include BetaVAE, whose protocol draws 1.9M images (~20 s beyond the others)
     active_kl: float = 0.01            # nats: a latent whose KL to the prior is below this is inactive (greyed or hidden)
     factor_samples: int = 4            # draws per heat-map cell / factor value for the dSprites factor pictures; 0 = none
     # --- performance (same results, faster; "auto" = performance.AUTO's choice for the device, see README "Speed") ---
@@ -152,8 +152,9 @@ SWEEPS: dict[str, dict] = {
     # CPUs without and with fast bf16); summary.md gives each one's MIG as mean ± std [min, max].
     "demo_seeds": {"preset": "demo", "grid": {"amp": [False, "bf16"], "seed": [0, 1, 2, 3, 4]}},
     # A CPU-sized sweep (6 runs on 2 cores) that shows the trade-off: recon error rising, KL falling with β.
-    # 1,500 steps and no BetaVAE score (its protocol alone takes ~80 s a model) keep it to about 15 minutes.
-    "sweep_demo": {"preset": "demo", "set": {"steps": 1500, "sample_every": 750, "checkpoint_every": 750,
+    # 2,000 steps: at 1,500 the β = 1, seed 0 model was still leaving a collapsed start (recon 177, falling fast).
+    # No BetaVAE score, to save time (about 20 s of a model's 80 s of metrics; most is encoding dSprites).
+    "sweep_demo": {"preset": "demo", "set": {"steps": 2000, "sample_every": 1000, "checkpoint_every": 1000,
                                              "metrics": True, "metrics_dci": False, "metrics_beta_vae": False},
                    "grid": {"beta": [1.0, 4.0, 16.0], "seed": [0, 1]}},
 }
