@@ -13,7 +13,8 @@ import sweep_report
 from params import Params, UserError
 
 TINY = ["steps=4", "batch_size=16", "log_every=2", "sample_every=2", "checkpoint_every=2", "traverse_samples=40",
-        "device=cpu", "metrics=false", "factor_samples=0", "lr=0.001"]
+        "device=cpu", "metrics=false", "factor_samples=0", "lr=0.001", "pack=1"]
+# pack=1: these tests replace main.train, which a pack (pack=auto may choose one on a noisy machine) bypasses.
 
 
 def tiny_args(tmp_path, *extra):
@@ -155,7 +156,7 @@ def test_run_points_builds_each_dataset_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "make_dataset", lambda params, device: built.append(params.data_dir) or object())
     monkeypatch.setattr(main, "train", lambda *a, **k: 0)
     monkeypatch.setattr(main, "write_params", lambda *a, **k: None)
-    points = sweep.expand(Params(data_dir=str(tmp_path)), {"beta": [1.0, 2.0], "seed": [0, 1]}, [])
+    points = sweep.expand(Params(data_dir=str(tmp_path), pack=1), {"beta": [1.0, 2.0], "seed": [0, 1]}, [])
     results = sweep.run_points(points, "cpu", out=str(tmp_path / "out"))
     assert [r.status for r in results] == ["done"] * 4 and built == [str(tmp_path)]
 
