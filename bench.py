@@ -35,9 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--set", dest="assignments", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override a param for 'ours' (e.g. --set compile=true amp=false), as in main.py")
     parser.add_argument("--out", help="YAML file for the figures (default predictions/bench_<device>_<time>.yaml)")
-    parser.add_argument("--check-numerics", action="store_true",
-                        help="instead of timing: train plain fp32 and each speed switch on the same batches and "
-                             "compare their final losses (lr 5e-4 unless --set lr=... is given)")
+    parser.add_argument("--check-numerics", nargs="*", metavar="SWITCH", choices=[*performance.SWITCHES, "threads"],
+                        help="instead of timing: train plain fp32 and each speed switch (or only the SWITCHes named, "
+                             "e.g. --check-numerics amp) and everything auto picks, on the same batches, and compare "
+                             "their final losses (lr 5e-4 unless --set lr=... is given)")
     parser.add_argument("--pack", help="comma-separated pack sizes K (e.g. 1,2,4,8): model-steps/s of K models packed "
                         "against the same K one after another, at the first --batch-size")
     parser.add_argument("--numerics-steps", type=int, default=2000, help="steps of each --check-numerics run")
@@ -256,11 +257,14 @@ PLAIN = {switch: False for switch in performance.SWITCHES}
 NUMERICS_LR = 5e-4
 
 
-def check_numerics(images: torch.Tensor, params, device: torch.device, steps: int) -> dict:
-    """Final loss (mean over the last log_every steps) of the same run under each switch, and its relative
-    difference to plain fp32; the issue's bar is 1%."""
+def check_numerics(images: torch.Tensor, params, device: torch.device, steps: int,
+                   switches: list[str] | None = None) -> dict:
+    """Final loss (mean over the last log_every steps) of the same run under each switch (or only `switches`;
+    plain fp32 and auto always run), and its relative difference to plain fp32; the issue's bar is 1%."""
     results, threads = {}, torch.get_num_threads()
-    for name, overrides in NUMERICS.items():
+    rows = {name: overrides for name, overrides in NUMERICS.items()
+            if not overrides or switches is None or set(overrides) & set(switches)}
+    for name, overrides in rows.items():
         torch.set_num_threads(threads)  # a row that set its own thread count does not carry it over
         config = params if overrides is None else dataclasses.replace(params, **{**PLAIN, **overrides})
         start = time.perf_counter()
@@ -324,11 +328,11 @@ def main_bench(argv: list[str] | None = None) -> int:
         record.update(pack_batch_size=params.batch_size, pack_windows=args.windows, pack_steps=args.steps,
                       pack=bench_pack(images, params, device, sizes, args))
         print_pack_table(record)
-    elif args.check_numerics:
+    elif args.check_numerics is not None:
         if not any(assignment.split("=")[0].strip() == "lr" for assignment in args.assignments):
             params = dataclasses.replace(params, lr=NUMERICS_LR)
         record["numerics_steps"], record["numerics_lr"] = args.numerics_steps, params.lr
-        record["numerics"] = check_numerics(images, params, device, args.numerics_steps)
+        record["numerics"] = check_numerics(images, params, device, args.numerics_steps, args.check_numerics or None)
     else:
         record["results"] = {}
         for batch_size in args.batch_size:

@@ -12,29 +12,40 @@ from params import Params, UserError
 
 SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal")
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): oneDNN then runs bf16 convolutions
-    on them, several times faster than float32 on the vector units."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so probed; absent in older torch
+def _cpu_probe(name: str) -> bool:
+    probe = getattr(torch.cpu, name, None)  # private, so probed; absent in older torch
     try:
         return bool(probe()) if probe is not None else False
     except RuntimeError:
         return False
 
 
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Sapphire Rapids and later): oneDNN then runs bf16 convolutions
+    on them, several times faster than float32 on the vector units."""
+    return _cpu_probe("_is_amx_tile_supported")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AMX tiles, or AVX-512 BF16 instructions (Intel Cooper Lake, AMD Zen 4 EPYC/Ryzen): oneDNN has native bf16
+    convolutions for both. AVX2-only CPUs emulate bf16 through float32 conversions, so they stay float32."""
+    return cpu_has_amx() or _cpu_probe("_is_avx512_bf16_supported")
+
+
 # What "auto" means on each device type. CPU: measured with bench.py at batch 64 on the 2-core development
 # machine (Xeon with AMX), each switch interleaved with the reference loop. amp=bf16: 1.65x the reference at
 # batch 64 (0.98x without it; the decoder's output layer stays float32, see models.Decoder), final loss 0.9%
-# from fp32 in `bench.py --check-numerics`, so on where the CPU has AMX; CPUs without it have no fast bf16
-# convolutions (not measured), so off. channels_last: 1.21x the reference under heavy load where the same run
-# without it gave 0.98x; on a quieter machine about 1.05x with it and 0.99x without.
+# from fp32 in `bench.py --check-numerics`, so on where the CPU has AMX. On a 2-core AMD EPYC with AVX-512 BF16
+# and no AMX (quiet): 1.40x the reference at batch 64 and 1.73x at 256, against 1.07x and 1.31x in fp32, so on
+# there too (numerics: README "Speed"). AVX2-only CPUs have no bf16 convolutions (not measured), so off.
+# channels_last: 1.21x the reference under heavy load where the same run without it gave 0.98x; on a quieter machine about 1.05x with it and 0.99x without.
 # compile: 0.86x after 59 s of compilation in fp32, and 2.30x against 2.50x without it in bf16, so off.
 # flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
 # speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
 # microcode-speed arithmetic. CUDA: the standard recipe for a small overhead-bound network, NOT measured
 # here (no GPU was available): re-run bench.py on a GPU and change it if the figures disagree.
 AUTO = {
-    "cpu": {"compile": False, "amp": "bf16" if cpu_has_amx() else False, "channels_last": True,
+    "cpu": {"compile": False, "amp": "bf16" if cpu_has_fast_bf16() else False, "channels_last": True,
             "fused_adam": True, "cuda_graphs": False, "flush_denormal": True},
     "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
              "flush_denormal": False},
