@@ -360,8 +360,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 validation.log_validation(model, objective, dataset, step, params, val_log)
             if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps \
                     and lead:
-                metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say,
-                               include_beta_vae=params.metrics_beta_vae)
+                metrics.record_run(model, dataset, run_dir, step, params, say)
             if stopping():
                 save(snapshot())
                 say(f"stopped by {signal_name(stopping()[0])} at step {step}; checkpoint and images saved; "
@@ -406,8 +405,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
     say(f"trained {trained} steps in {seconds:.0f} s: {trained / max(seconds, 1e-9):.1f} steps/s, pictures and "
         f"checkpoints included")
     if params.metrics:
-        metrics.record(model, dataset, run_dir, step, params.seed, params.metrics_dci, say,
-                               include_beta_vae=params.metrics_beta_vae)
+        metrics.record_run(model, dataset, run_dir, step, params, say)
     validation.plot_validation(run_dir)
     dataset.end_of_run_pictures(model, run_dir, params)  # each dataset's own (CelebA: attribute correlations)
     report.refresh(run_dir, params.active_kl)

@@ -477,6 +477,12 @@ def write_scores(path: str, step: int, scores: dict) -> None:
     os.replace(temporary, path)
 
 
+def record_run(model, dataset, folder: str, step: int, params, say: Callable[[str], object] = print) -> dict | None:
+    """`record` with a run's own choices: its seed, metrics_dci and metrics_beta_vae."""
+    return record(model, dataset, folder, step, params.seed, params.metrics_dci, say,
+                  include_beta_vae=params.metrics_beta_vae)
+
+
 def record(model, dataset, folder: str, step: int, seed: int = 0, include_dci: bool = True,
            say: Callable[[str], object] = print, include_beta_vae: bool = True) -> dict | None:
     """Compute the scores for `step`, add them to folder/metrics.yaml and say one line; a dataset without

@@ -261,9 +261,8 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
                                                   val_logs[k])
                 if params.metrics and params.eval_every > 0 and step % params.eval_every == 0 and step < params.steps:
                     with pack.own_rng(k):
-                        metrics.record(pack.module(k), dataset, run_dirs[k], step, params.seed, params.metrics_dci,
-                                       lambda message, k=k: say(k, message),
-                                       include_beta_vae=params.metrics_beta_vae)
+                        metrics.record_run(pack.module(k), dataset, run_dirs[k], step, params,
+                                           lambda message, k=k: say(k, message))
                 if stop_requested:
                     save(k, snapshot(k))
                     say(k, f"stopped by {main.signal_name(stop_requested[0])} at step {step}; checkpoint and images "
@@ -298,8 +297,7 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
         model = pack.module(k)
         with pack.own_rng(k):
             if params.metrics:
-                metrics.record(model, dataset, run_dirs[k], step, params.seed, params.metrics_dci,
-                               lambda message, k=k: say(k, message), include_beta_vae=params.metrics_beta_vae)
+                metrics.record_run(model, dataset, run_dirs[k], step, params, lambda message, k=k: say(k, message))
             validation.plot_validation(run_dirs[k])
             dataset.end_of_run_pictures(model, run_dirs[k], params)
             report.refresh(run_dirs[k], params.active_kl)
