@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import multiprocessing
 import os
 import platform
 import resource
@@ -73,6 +74,14 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def render_subset(count: int, seed: int, device: torch.device) -> torch.Tensor:
+    """`count` dSprites images drawn without replacement by `seed`, rendered: float32 [N, 1, 64, 64] on device."""
+    rows = np.random.default_rng(seed).choice(DATASET_SIZE, count, replace=False)
+    images = torch.from_numpy(render_dsprites(all_latent_classes()[rows])).float().unsqueeze(1).to(device)
+    sync(device)
+    return images
+
+
 def prepare_data(count: int, seed: int, device: torch.device) -> tuple[torch.Tensor, dict]:
     """A fixed random subset of dSprites rendered once: float32 [N, 1, 64, 64] on device, and what it cost."""
     rss, start = rss_mib(), time.perf_counter()
@@ -80,9 +89,7 @@ def prepare_data(count: int, seed: int, device: torch.device) -> tuple[torch.Ten
     ready = {"dsprites_ready_s": round(time.perf_counter() - start, 3),
              "dsprites_ready_rss_mib": round(rss_mib() - rss, 1)}
     rss, start = rss_mib(), time.perf_counter()
-    rows = np.random.default_rng(seed).choice(DATASET_SIZE, count, replace=False)
-    images = torch.from_numpy(render_dsprites(all_latent_classes()[rows])).float().unsqueeze(1).to(device)
-    sync(device)
+    images = render_subset(count, seed, device)
     ready.update({"subset_images": count, "subset_render_s": round(time.perf_counter() - start, 3),
                   "subset_rss_mib": round(rss_mib() - rss, 1)})
     if device.type == "cuda":
@@ -179,20 +186,81 @@ def timed(loop, steps: int, device: torch.device) -> tuple[float, float, float]:
     return seconds, cpu_seconds, peak
 
 
+# The timed loops. Each runs in a process of its own, as each would run as its own program: the settings ours
+# applies process-wide (threads, denormal flushing, glibc's malloc keeping freed memory) must not reach the
+# reference, nor the reference's allocations share a heap with ours. "reference + keep_freed_memory" is the
+# reference loop with only glibc's malloc told to keep freed memory, as ours does on CPU: ours against it is the
+# gain of the training step alone, ours against "reference" what a user of the reference loop would see.
+LOOP_NAMES = ("reference", "reference + keep_freed_memory", "ours")
+
+
+def loop_worker(name: str, params, device_name: str, count: int, seed: int, connection) -> None:
+    """A benchmark loop in its own process: render the subset, build the loop, then answer the parent's commands
+    ("time", steps) with timed()'s figures and ("finish", 0) with the final loss and ours' settings."""
+    try:
+        device = torch.device(device_name)
+        if name == "reference + keep_freed_memory":
+            performance.keep_freed_memory()
+        images = render_subset(count, seed, device)
+        loop = (Ours if name == "ours" else Reference)(images, params, device, seed)
+        while True:
+            command, steps = connection.recv()
+            if command == "finish":
+                loss = loop.final_loss() if isinstance(loop, Ours) else loop.losses[-1]
+                connection.send(("ok", (loss, getattr(loop, "settings", None), os.getpid())))
+                return
+            connection.send(("ok", timed(loop, steps, device)))
+    except BaseException as error:  # reported to the parent, which stops the benchmark with it
+        connection.send(("error", f"{type(error).__name__}: {error}"))
+    finally:
+        connection.close()
+
+
+class LoopProcess:
+    """The parent's handle on one loop_worker process."""
+
+    def __init__(self, name: str, params, device: torch.device, count: int, seed: int):
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no threads or heap inherited
+        self.name, (self.connection, child) = name, context.Pipe()
+        self.process = context.Process(target=loop_worker, args=(name, params, str(device), count, seed, child),
+                                       daemon=True)
+        self.process.start()
+        child.close()
+
+    def ask(self, command: str, steps: int = 0):
+        self.connection.send((command, steps))
+        try:
+            status, answer = self.connection.recv()
+        except EOFError:
+            status, answer = "error", f"the process ended with exit code {self.process.join(5) or self.process.exitcode}"
+        if status == "error":
+            raise RuntimeError(f"bench.py's {self.name} loop failed: {answer}")
+        return answer
+
+    def close(self) -> None:
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+
+
 def bench_batch_size(images: torch.Tensor, params, device: torch.device, args) -> dict:
-    """Time reference and ours interleaved window by window (alternating which goes first), so that load from
-    other processes falls on both alike; medians over windows."""
-    loops = {"reference": Reference(images, params, device, params.seed), "ours": Ours(images, params, device,
-                                                                                       params.seed)}
-    figures = {name: {"warmup_s": timed(loop, args.warmup, device)[0], "rates": [], "cpu": [], "peak": 0.0}
-               for name, loop in loops.items()}
-    for window in range(args.windows):
-        order = ("reference", "ours") if window % 2 == 0 else ("ours", "reference")
-        for name in order:
-            seconds, cpu_seconds, peak = timed(loops[name], args.steps, device)
-            figures[name]["rates"].append(args.steps / seconds)
-            figures[name]["cpu"].append(1000 * cpu_seconds / args.steps)
-            figures[name]["peak"] = max(figures[name]["peak"], peak)
+    """Time the loops (each in its own process, see LOOP_NAMES) interleaved window by window, rotating which
+    goes first, so that load from other processes falls on all alike; medians over windows."""
+    names = [name for name in LOOP_NAMES if device.type == "cpu" or "keep_freed_memory" not in name]
+    loops = {name: LoopProcess(name, params, device, len(images), params.seed) for name in names}
+    try:
+        figures = {name: {"warmup_s": loop.ask("time", args.warmup)[0], "rates": [], "cpu": [], "peak": 0.0}
+                   for name, loop in loops.items()}
+        for window in range(args.windows):
+            for name in names[window % len(names):] + names[:window % len(names)]:
+                seconds, cpu_seconds, peak = loops[name].ask("time", args.steps)
+                figures[name]["rates"].append(args.steps / seconds)
+                figures[name]["cpu"].append(1000 * cpu_seconds / args.steps)
+                figures[name]["peak"] = max(figures[name]["peak"], peak)
+        finals = {name: loop.ask("finish") for name, loop in loops.items()}
+    finally:
+        for loop in loops.values():
+            loop.close()
     result, memory_key = {}, "gpu_max_allocated_mib" if device.type == "cuda" else "host_rss_mib"
     for name, figure in figures.items():
         rate = statistics.median(figure["rates"])
@@ -200,12 +268,14 @@ def bench_batch_size(images: torch.Tensor, params, device: torch.device, args) -
                         "window_steps_per_s": [round(r, 2) for r in figure["rates"]],
                         "cpu_ms_per_step": round(statistics.median(figure["cpu"]), 1),
                         "warmup_s": round(figure["warmup_s"], 2),
-                        memory_key: round(figure["peak"], 1)}
-    result["ratio"] = round(result["ours"]["steps_per_s"] / result["reference"]["steps_per_s"], 2)
-    result["ratio_cpu_time"] = round(result["reference"]["cpu_ms_per_step"] / result["ours"]["cpu_ms_per_step"], 2)
-    result["settings"] = {k: v for k, v in loops["ours"].settings.items()}
-    result["final_loss"] = {"reference": round(loops["reference"].losses[-1], 3),
-                            "ours": round(loops["ours"].final_loss(), 3)}
+                        memory_key: round(figure["peak"], 1), "pid": finals[name][2]}
+    for suffix, base in (("", "reference"), ("_keep_freed_memory", "reference + keep_freed_memory")):
+        if base in result:
+            result["ratio" + suffix] = round(result["ours"]["steps_per_s"] / result[base]["steps_per_s"], 2)
+            result["ratio_cpu_time" + suffix] = round(result[base]["cpu_ms_per_step"]
+                                                      / result["ours"]["cpu_ms_per_step"], 2)
+    result["settings"] = finals["ours"][1]
+    result["final_loss"] = {name: round(final[0], 3) for name, final in finals.items()}
     return result
 
 
@@ -247,6 +317,7 @@ NUMERICS = {
     "channels_last": {"channels_last": True},
     "compile": {"compile": True},
     "amp bf16": {"amp": "bf16"},
+    "output_gemm": {"output_gemm": True},
     "ours (auto)": None,
 }
 PLAIN = {switch: False for switch in performance.SWITCHES}
@@ -288,15 +359,15 @@ def print_table(record: dict) -> None:
           f"{ready['subset_images']} images pre-rendered: {ready['subset_render_s']:.2f} s, "
           f"{ready['subset_rss_mib']:+.0f} MiB host")
     memory = "GPU max MiB" if record["device"] == "cuda" else "host RSS MiB"
-    print(f"| batch | loop | steps/s | images/s | ours / reference | CPU ms/step | ours / reference (CPU time) "
+    print(f"| batch | loop | steps/s | images/s | ours / this loop | CPU ms/step | ours / this loop (CPU time) "
           f"| warm-up s | {memory} |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for batch_size, result in record["results"].items():
-        for name in ("reference", "ours"):
-            figures = result[name]
+        for name in (name for name in LOOP_NAMES if name in result):
+            figures, suffix = result[name], "_keep_freed_memory" if "keep_freed_memory" in name else ""
             peak = figures.get("gpu_max_allocated_mib", figures.get("host_rss_mib"))
-            ratio, ratio_cpu = (f"{result['ratio']:.2f}", f"{result['ratio_cpu_time']:.2f}") if name == "ours" \
-                else ("", "")
+            ratio, ratio_cpu = ("", "") if name == "ours" else \
+                (f"{result['ratio' + suffix]:.2f}", f"{result['ratio_cpu_time' + suffix]:.2f}")
             print(f"| {batch_size} | {name} | {figures['steps_per_s']:.1f} | {figures['images_per_s']:.0f} | {ratio} | "
                   f"{figures['cpu_ms_per_step']:.0f} | {ratio_cpu} | {figures['warmup_s']:.1f} | {peak:.0f} |")
     print("ours settings: " + ", ".join(f"{k}={v}" for k, v in record["settings"].items()))

@@ -87,6 +87,7 @@ class Params:
     fused_adam: typing.Union[bool, str] = "auto"      # auto | true | false: Adam's fused kernel, one launch for all
     cuda_graphs: typing.Union[bool, str] = "auto"     # auto | true | false: replay steps as CUDA graphs (CUDA, compile)
     flush_denormal: typing.Union[bool, str] = "auto"  # auto | true | false: flush denormal floats to zero (CPU)
+    output_gemm: typing.Union[bool, str] = "auto"     # auto | true | false: 1-channel output layer as a matmul (CPU)
     threads: int = 0                   # CPU threads for torch; 0 leaves torch's default (one per core)
     pack: typing.Union[int, str] = "auto"  # models trained together in one step (sweeps); auto measures (packed.py)
 
@@ -253,7 +254,7 @@ CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian",
            "device": ("auto", "cpu", "cuda"), "tc_estimator": ("mws", "mss"),
            "celeba_loader": ("cache", "workers"),
            **{switch: ("auto", True, False) for switch in ("compile", "channels_last", "fused_adam", "cuda_graphs",
-                                                          "flush_denormal")},
+                                                          "flush_denormal", "output_gemm")},
            "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",

@@ -10,7 +10,7 @@ import torch
 
 from params import Params, UserError
 
-SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal")
+SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal", "output_gemm")
 
 def _cpu_probe(name: str) -> bool:
     probe = getattr(torch.cpu, name, None)  # private, so probed; absent in older torch
@@ -42,13 +42,16 @@ def cpu_has_fast_bf16() -> bool:
 # compile: 0.86x after 59 s of compilation in fp32, and 2.30x against 2.50x without it in bf16, so off.
 # flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
 # speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
-# microcode-speed arithmetic. CUDA: the standard recipe for a small overhead-bound network, NOT measured
-# here (no GPU was available): re-run bench.py on a GPU and change it if the figures disagree.
+# microcode-speed arithmetic. output_gemm (models.OneChannelTransposedConv): the 1-channel output layer as a matrix
+# multiply, 9.6 -> 6.0 ms forward and backward at batch 64 on the 2-core AMD EPYC, the same function (a few float
+# roundings apart); off on CUDA, whose cuDNN kernels were not measured. CUDA: the standard recipe for a small
+# overhead-bound network, NOT measured here (no GPU was available): re-run bench.py on a GPU and change it if the
+# figures disagree.
 AUTO = {
     "cpu": {"compile": False, "amp": "bf16" if cpu_has_fast_bf16() else False, "channels_last": True,
-            "fused_adam": True, "cuda_graphs": False, "flush_denormal": True},
+            "fused_adam": True, "cuda_graphs": False, "flush_denormal": True, "output_gemm": True},
     "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
-             "flush_denormal": False},
+             "flush_denormal": False, "output_gemm": False},
 }
 
 
@@ -88,6 +91,7 @@ def prepare_performance(model: torch.nn.Module, params: Params, device: torch.de
         keep_freed_memory()
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
+    model.decoder.output_gemm = bool(settings["output_gemm"])
     if settings["compile"]:
         model.compile(mode="reduce-overhead" if settings["cuda_graphs"] else None)
     return settings

@@ -46,7 +46,10 @@ def test_bench_writes_its_figures_as_yaml(tmp_path, capsys):
                              "--warmup", "1", "--images", "16", "--out", str(out)]) == 0
     record = yaml.safe_load(out.read_text())
     result = record["results"][4]
-    for name in ("reference", "ours"):
+    # Each loop ran in a process of its own, so ours' process-wide settings never reached the reference.
+    assert list(result)[:3] == list(bench.LOOP_NAMES)
+    assert len({result[name]["pid"] for name in bench.LOOP_NAMES} | {os.getpid()}) == 4
+    for name in bench.LOOP_NAMES:
         figures = result[name]
         assert len(figures["window_steps_per_s"]) == 3
         assert figures["steps_per_s"] == pytest.approx(sorted(figures["window_steps_per_s"])[1], abs=0.01)
@@ -56,11 +59,14 @@ def test_bench_writes_its_figures_as_yaml(tmp_path, capsys):
                                             abs=0.01)
     assert result["ratio_cpu_time"] == pytest.approx(
         result["reference"]["cpu_ms_per_step"] / result["ours"]["cpu_ms_per_step"], abs=0.02)
+    assert result["ratio_keep_freed_memory"] == pytest.approx(
+        result["ours"]["steps_per_s"] / result["reference + keep_freed_memory"]["steps_per_s"], abs=0.01)
     assert record["settings"] == performance.resolve(Params(device="cpu"), "cpu")
     assert record["data"]["subset_images"] == 16 and record["device"] == "cpu" and "cores" in record["hardware"]
     assert all(torch.isfinite(torch.tensor(v)) for v in result["final_loss"].values())
     table = capsys.readouterr().out
-    assert "| 4 | reference |" in table and "| 4 | ours |" in table and str(out) in table
+    assert "| 4 | reference |" in table and "| 4 | reference + keep_freed_memory |" in table
+    assert "| 4 | ours |" in table and str(out) in table
 
 
 def test_bench_rejects_a_bad_setting_in_one_sentence(tmp_path, capsys):
@@ -85,6 +91,7 @@ def test_reference_and_ours_train_the_same_model_on_the_same_data(images):
     ("flush_denormal", True, 1e-6),
     ("fused_adam", True, 1e-4),
     ("channels_last", True, 1e-4),
+    ("output_gemm", True, 1e-4),
     ("amp", "bf16", 2e-2),                # bf16 keeps 8 bits of mantissa: ~0.4% per operation
 ])
 def test_each_switch_trains_like_plain_fp32(images, plain_losses, switch, value, tolerance):
@@ -95,9 +102,10 @@ def test_each_switch_trains_like_plain_fp32(images, plain_losses, switch, value,
 
 
 def test_switches_change_the_model_and_optimiser_they_claim_to(images):
-    loop = bench.Ours(images, dataclasses.replace(PLAIN, channels_last=True, fused_adam=True, flush_denormal=True),
-                      "cpu", seed=0)
+    loop = bench.Ours(images, dataclasses.replace(PLAIN, channels_last=True, fused_adam=True, flush_denormal=True,
+                                                  output_gemm=True), "cpu", seed=0)
     assert loop.model.encoder.convs[2].weight.is_contiguous(memory_format=torch.channels_last)
+    assert loop.model.decoder.output_gemm is True
     assert loop.optimizer.defaults["fused"] is True
     assert (torch.tensor([1e-40]) * 1.0).item() == 0.0  # denormals flushed to zero
     x = performance.to_memory_format(torch.zeros(2, 3, 8, 8), loop.params)  # RGB: with 1 channel both layouts agree
@@ -105,6 +113,7 @@ def test_switches_change_the_model_and_optimiser_they_claim_to(images):
     assert performance.to_memory_format(torch.zeros(2, 3, 8, 8), PLAIN).stride() == (192, 64, 8, 1)  # NCHW
     with performance.autocast(images, dataclasses.replace(PLAIN, amp="bf16")):
         assert loop.model.encoder.fc[0](torch.ones(2, 512)).dtype == torch.bfloat16
+    assert bench.Ours(images, PLAIN, "cpu", seed=0).model.decoder.output_gemm is False
 
 
 def test_auto_resolves_per_device_and_explicit_values_win():

@@ -64,3 +64,42 @@ def test_logits_stay_float32_under_bf16_autocast():
     assert mu.dtype == torch.bfloat16 and features.dtype == torch.bfloat16  # the rest does run in bf16
     assert logits.dtype == torch.float32
     assert torch.allclose(logits, model.decoder.deconvs[-1](features.float()), atol=1e-5)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("height, width", [(32, 32), (5, 3)])
+def test_one_channel_transposed_conv_is_the_layer_it_replaces(memory_format, height, width):
+    """OneChannelTransposedConv (the output_gemm switch) against ConvTranspose2d(C, 1, 4, 2, 1) in float64: the
+    same output, input gradient, weight gradient and bias gradient to rounding, for either layout and non-square
+    inputs; its hand-written backward also passes autograd's numerical gradcheck."""
+    from models import OneChannelTransposedConv
+
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(6, 1, 4, 2, 1).double()
+    x = torch.randn(3, 6, height, width, dtype=torch.float64).contiguous(memory_format=memory_format)
+    x.requires_grad_()
+    grad = torch.randn(3, 1, 2 * height, 2 * width, dtype=torch.float64)
+    expected = layer(x)
+    gradients = torch.autograd.grad(expected, (x, layer.weight, layer.bias), grad)
+    ours = OneChannelTransposedConv.apply(x, layer.weight, layer.bias)
+    assert ours.shape == expected.shape and torch.allclose(ours, expected, rtol=0, atol=1e-12)
+    for got, want in zip(torch.autograd.grad(ours, (x, layer.weight, layer.bias), grad), gradients):
+        assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=1e-11)
+    small = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(OneChannelTransposedConv.apply, (small, weight, bias))
+
+
+def test_output_gemm_changes_only_how_the_decoder_computes():
+    """With the switch on, a 1-channel decoder gives the logits of the plain layer (float32 rounding apart) and
+    its state_dict keys are unchanged; a 3-channel decoder keeps the convolution."""
+    torch.manual_seed(0)
+    model, z = VAE(1, 10), torch.randn(4, 10)
+    plain = model.decoder(z)
+    model.decoder.output_gemm = True
+    assert torch.allclose(model.decoder(z), plain, rtol=0, atol=1e-5)
+    assert set(model.state_dict()) == set(VAE(1, 10).state_dict())
+    rgb = VAE(3, 10)
+    rgb.decoder.output_gemm = True
+    assert rgb.decoder(z).shape == (4, 3, 64, 64)
