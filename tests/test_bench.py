@@ -225,10 +225,13 @@ def cycle():
     blocks = [torch.empty(2 << 20).fill_(1.0) for _ in range(6)]  # 6 x 8 MiB, each page written
     del blocks
 cycle()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
-    cycle()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+counts = []
+for _ in range(3):  # the least of three rounds: the kernel may fault a page in for its own reasons under load
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        cycle()
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(counts))
 """
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], cwd=here, capture_output=True, text=True, timeout=120,
