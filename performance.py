@@ -36,8 +36,9 @@ def cpu_has_fast_bf16() -> bool:
 # machine (Xeon with AMX), each switch interleaved with the reference loop. amp=bf16: 1.65x the reference at
 # batch 64 (0.98x without it; the decoder's output layer stays float32, see models.Decoder), final loss 0.9%
 # from fp32 in `bench.py --check-numerics`, so on where the CPU has AMX. On a 2-core AMD EPYC with AVX-512 BF16
-# and no AMX (quiet): 1.40x the reference at batch 64 and 1.73x at 256, against 1.07x and 1.31x in fp32, so on
-# there too (numerics: README "Speed"). AVX2-only CPUs have no bf16 convolutions (not measured), so off.
+# and no AMX (quiet, before output_gemm and with the reference in ours' process): 1.40x the reference at batch 64
+# and 1.73x at 256, against 1.07x and 1.31x in fp32, so on there too (numerics and the figures with each loop
+# in its own process: README "Speed"). AVX2-only CPUs have no bf16 convolutions (not measured), so off.
 # channels_last: 1.21x the reference under heavy load where the same run without it gave 0.98x; on a quieter machine about 1.05x with it and 0.99x without.
 # compile: 0.86x after 59 s of compilation in fp32, and 2.30x against 2.50x without it in bf16, so off.
 # flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
