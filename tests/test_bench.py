@@ -240,3 +240,15 @@ print(min(counts))
         pytest.skip("needs glibc")
     faults, pages = int(out[-1]), 10 * 6 * (8 << 20) // 4096
     assert faults < 0.05 * pages, f"{faults} page faults for {pages} pages written"
+
+
+def test_a_loop_that_fails_in_its_process_stops_the_benchmark_with_its_error():
+    """A loop's process reports its exception; the parent raises it with the loop's name instead of hanging."""
+    params = dataclasses.replace(PLAIN, batch_size=16)
+    loop = bench.LoopProcess("reference", params, torch.device("cpu"), count=8, seed=0)  # no full batch of 16
+    try:
+        with pytest.raises(RuntimeError, match="reference loop failed: StopIteration"):
+            loop.ask("time", 1)
+    finally:
+        loop.close()
+    assert not loop.process.is_alive()
