@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -197,6 +198,7 @@ LOOP_NAMES = ("reference", "reference + keep_freed_memory", "ours")
 def loop_worker(name: str, params, device_name: str, count: int, seed: int, connection) -> None:
     """A benchmark loop in its own process: render the subset, build the loop, then answer the parent's commands
     ("time", steps) with timed()'s figures and ("finish", 0) with the final loss and ours' settings."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the parent stops us
     try:
         device = torch.device(device_name)
         if name == "reference + keep_freed_memory":
@@ -204,7 +206,10 @@ def loop_worker(name: str, params, device_name: str, count: int, seed: int, conn
         images = render_subset(count, seed, device)
         loop = (Ours if name == "ours" else Reference)(images, params, device, seed)
         while True:
-            command, steps = connection.recv()
+            try:
+                command, steps = connection.recv()
+            except EOFError:  # the parent closed the pipe (it stopped early): nothing left to answer
+                return
             if command == "finish":
                 loss = loop.final_loss() if isinstance(loop, Ours) else loop.losses[-1]
                 connection.send(("ok", (loss, getattr(loop, "settings", None), os.getpid())))
@@ -232,12 +237,14 @@ class LoopProcess:
         try:
             status, answer = self.connection.recv()
         except EOFError:
-            status, answer = "error", f"the process ended with exit code {self.process.join(5) or self.process.exitcode}"
+            self.process.join(5)
+            status, answer = "error", f"its process ended with exit code {self.process.exitcode}"
         if status == "error":
             raise RuntimeError(f"bench.py's {self.name} loop failed: {answer}")
         return answer
 
     def close(self) -> None:
+        self.connection.close()  # a worker still waiting for a command sees the pipe end and returns
         self.process.join(10)
         if self.process.is_alive():
             self.process.kill()
