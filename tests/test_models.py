@@ -98,8 +98,11 @@ def test_output_gemm_changes_only_how_the_decoder_computes():
     model, z = VAE(1, 10), torch.randn(4, 10)
     plain = model.decoder(z)
     model.decoder.output_gemm = True
-    assert torch.allclose(model.decoder(z), plain, rtol=0, atol=1e-5)
+    logits = model.decoder(z)
+    assert type(logits.grad_fn).__name__ == "OneChannelTransposedConvBackward"  # the switch did take the new path
+    assert torch.allclose(logits, plain, rtol=0, atol=1e-5)
     assert set(model.state_dict()) == set(VAE(1, 10).state_dict())
     rgb = VAE(3, 10)
     rgb.decoder.output_gemm = True
-    assert rgb.decoder(z).shape == (4, 3, 64, 64)
+    rgb_logits = rgb.decoder(z)
+    assert rgb_logits.shape == (4, 3, 64, 64) and "OneChannel" not in type(rgb_logits.grad_fn).__name__
