@@ -104,6 +104,7 @@ class Reference:
 
     def __init__(self, images: torch.Tensor, params, device: torch.device, seed: int):
         torch.manual_seed(seed)
+        params = dataclasses.replace(params, fast_bce=False)  # torch's own binary_cross_entropy_with_logits
         self.model = VAE(1, params.latent_dim).to(device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=params.lr,
                                           betas=(params.adam_beta1, params.adam_beta2))
@@ -325,6 +326,8 @@ NUMERICS = {
     "compile": {"compile": True},
     "amp bf16": {"amp": "bf16"},
     "output_gemm": {"output_gemm": True},
+    "fused_deconv": {"fused_deconv": True},
+    "fast_bce": {"fast_bce": True},
     "ours (auto)": None,
 }
 PLAIN = {switch: False for switch in performance.SWITCHES}

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import performance
+
 # --- schedules: one mechanism for every annealed weight (β, γ, capacity C) ---
 
 # progress through a ramp in [0, 1] → fraction of the way from `start` to `end`.
@@ -71,15 +73,36 @@ def weight_at(params, name: str, step: int) -> float:
 
 # --- likelihoods and the KL ---
 
-def reconstruction_nll(x: torch.Tensor, x_logits: torch.Tensor, kind: str, std: float = 0.7071) -> torch.Tensor:
+class BernoulliNLL(torch.autograd.Function):
+    """Σ binary cross-entropy(logits, x), as F.binary_cross_entropy_with_logits(reduction="sum") with the same
+    gradient (σ(l) − x), but the forward as relu(l) − log σ(|l|) − l·x: torch's CPU kernel spends its time in
+    log1p (1.5 ms at batch 64 on a 2-core AMD EPYC), sigmoid and log take 0.4 ms. log σ(|l|) rounds to 0 once
+    e^−|l| is below float32's resolution at 1, an error under 4e-8 nats per pixel; the gradient is exact."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, x)
+        flat = logits.reshape(-1)
+        return flat.clamp_min(0).sum() - torch.log(torch.sigmoid(flat.abs())).sum() - torch.dot(flat, x.reshape(-1))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        logits, x = ctx.saved_tensors
+        return (torch.sigmoid(logits) - x) * grad, None
+
+
+def reconstruction_nll(x: torch.Tensor, x_logits: torch.Tensor, kind: str, std: float = 0.7071,
+                       fast_bce: bool = False) -> torch.Tensor:
     """−log p(x|z) per image, averaged over the batch, without constants.
 
-    bernoulli: binary cross-entropy on logits (numerically stable; x in [0, 1]).
+    bernoulli: binary cross-entropy on logits (numerically stable; x in [0, 1]); fast_bce: BernoulliNLL.
     gaussian:  fixed-variance N(sigmoid(logits), std²); std = 1/√2 gives the summed squared error.
     laplace:   fixed-scale Laplace(sigmoid(logits), b) with the same standard deviation, b = std/√2:
                Σ|x − x̂|/b; std = 1/√2 gives twice the summed absolute error.
     """
-    if kind == "bernoulli":
+    if kind == "bernoulli" and fast_bce:
+        nll = BernoulliNLL.apply(x_logits, x)
+    elif kind == "bernoulli":
         nll = F.binary_cross_entropy_with_logits(x_logits, x, reduction="sum")
     elif kind == "gaussian":
         nll = F.mse_loss(torch.sigmoid(x_logits), x, reduction="sum") / (2 * std ** 2)
@@ -104,7 +127,8 @@ def beta_at(step: int, params) -> float:
 
 def _elbo_terms(x, x_logits, mu, logvar, params) -> dict[str, torch.Tensor]:
     """The two ELBO terms every objective starts from."""
-    recon = reconstruction_nll(x, x_logits, params.recon, params.recon_std)
+    fast_bce = bool(performance.resolve_one("fast_bce", params, x.device))  # a speed switch: the same gradient
+    recon = reconstruction_nll(x, x_logits, params.recon, params.recon_std, fast_bce)
     kl_per_dim = kl_normal(mu, logvar)
     return {"recon": recon, "kl": kl_per_dim.sum(), "kl_per_dim": kl_per_dim}
 

@@ -10,7 +10,8 @@ import torch
 
 from params import Params, UserError
 
-SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal", "output_gemm")
+SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal", "output_gemm",
+            "fused_deconv", "fast_bce")
 
 def _cpu_probe(name: str) -> bool:
     probe = getattr(torch.cpu, name, None)  # private, so probed; absent in older torch
@@ -50,9 +51,10 @@ def cpu_has_fast_bf16() -> bool:
 # figures disagree.
 AUTO = {
     "cpu": {"compile": False, "amp": "bf16" if cpu_has_fast_bf16() else False, "channels_last": True,
-            "fused_adam": True, "cuda_graphs": False, "flush_denormal": True, "output_gemm": True},
+            "fused_adam": True, "cuda_graphs": False, "flush_denormal": True, "output_gemm": True,
+            "fused_deconv": True, "fast_bce": True},
     "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
-             "flush_denormal": False, "output_gemm": False},
+             "flush_denormal": False, "output_gemm": False, "fused_deconv": False, "fast_bce": False},
 }
 
 
@@ -93,6 +95,7 @@ def prepare_performance(model: torch.nn.Module, params: Params, device: torch.de
     if settings["channels_last"]:
         model.to(memory_format=torch.channels_last)
     model.decoder.output_gemm = bool(settings["output_gemm"])
+    model.decoder.fused_deconv = bool(settings["fused_deconv"])
     if settings["compile"]:
         model.compile(mode="reduce-overhead" if settings["cuda_graphs"] else None)
     return settings

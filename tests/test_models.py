@@ -1,4 +1,6 @@
 """The Burgess et al. 2018 network's shapes, and checkpoints that round-trip and refuse foreign files."""
+import collections
+
 import pytest
 import torch
 
@@ -106,3 +108,65 @@ def test_output_gemm_changes_only_how_the_decoder_computes():
     rgb.decoder.output_gemm = True
     rgb_logits = rgb.decoder(z)
     assert rgb_logits.shape == (4, 3, 64, 64) and "OneChannel" not in type(rgb_logits.grad_fn).__name__
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_transposed_conv_relu_is_the_layers_it_replaces(memory_format):
+    """TransposedConvReLU (the fused_deconv switch) against ConvTranspose2d(C, C', 4, 2, 1) + ReLU: in float64
+    (the unfused forward) the same output and gradients bit for bit, and autograd's gradcheck; in float32 (oneDNN's
+    fused forward where this build has it) the same output and gradients to float32 rounding."""
+    from models import TransposedConvReLU
+
+    torch.manual_seed(0)
+    layer = torch.nn.ConvTranspose2d(5, 4, 4, 2, 1).double()
+    geometry = (layer.stride, layer.padding, layer.dilation)
+    for dtype, tolerance in ((torch.float64, 0.0), (torch.float32, 1e-5)):
+        layer = layer.to(dtype)
+        x = torch.randn(3, 5, 6, 7, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_()
+        expected = torch.relu(layer(x))
+        grad = torch.randn_like(expected)
+        gradients = torch.autograd.grad(expected, (x, layer.weight, layer.bias), grad)
+        ours = TransposedConvReLU.apply(x, layer.weight, layer.bias, *geometry)
+        assert (ours == 0).any() and (ours > 0).any()  # the ReLU is active on part of the output
+        assert ours.shape == expected.shape and torch.allclose(ours, expected, rtol=0, atol=tolerance)
+        for got, want in zip(torch.autograd.grad(ours, (x, layer.weight, layer.bias), grad), gradients):
+            assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=tolerance * 10)
+    small = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w, b: TransposedConvReLU.apply(a, w, b, *geometry), (small, weight, bias))
+
+
+def test_fused_deconv_changes_only_how_the_decoder_computes():
+    """With the switch on the decoder's three (transposed conv, ReLU) pairs run as TransposedConvReLU and give the
+    plain logits and gradients (float32 rounding apart); under bf16 autocast (amp) they run as the plain layers."""
+    torch.manual_seed(0)
+    model, z = VAE(1, 10), torch.randn(4, 10)
+    plain = model.decoder(z)
+    plain_grads = torch.autograd.grad(plain.sum(), list(model.decoder.parameters()))
+    model.decoder.fused_deconv = True
+    logits = model.decoder(z)
+    nodes = backward_nodes(logits)
+    assert nodes["TransposedConvReLUBackward"] == 3 and nodes["ConvolutionBackward0"] == 1  # the output layer
+    assert nodes["ReluBackward0"] == 3                                                        # the FC layers'
+    assert torch.allclose(logits, plain, rtol=0, atol=1e-5)
+    for got, want in zip(torch.autograd.grad(logits.sum(), list(model.decoder.parameters())), plain_grads):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.decoder(z)
+    nodes = backward_nodes(logits)
+    assert nodes["TransposedConvReLUBackward"] == 0 and nodes["ConvolutionBackward0"] == 4
+    assert logits.dtype == torch.float32 and torch.allclose(logits, plain, atol=0.1)
+
+
+def backward_nodes(tensor: torch.Tensor) -> collections.Counter:
+    """How many nodes of each type the backward graph of `tensor` has."""
+    counts, seen, stack = collections.Counter(), set(), [tensor.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        counts[type(node).__name__] += 1
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return counts
