@@ -46,7 +46,11 @@ def cpu_has_fast_bf16() -> bool:
 # speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
 # microcode-speed arithmetic. output_gemm (models.OneChannelTransposedConv): the 1-channel output layer as a matrix
 # multiply, 9.6 -> 6.0 ms forward and backward at batch 64 on the 2-core AMD EPYC, the same function (a few float
-# roundings apart); off on CUDA, whose cuDNN kernels were not measured. CUDA: the standard recipe for a small
+# roundings apart); off on CUDA, whose cuDNN kernels were not measured. fused_deconv (models.TransposedConvReLU) and
+# fast_bce (losses.BernoulliNLL): oneDNN's transposed-convolution backward of the weights ran at ~70 GFLOP/s against
+# ~130 for the same numbers computed as a convolution's weight gradient, and torch's Bernoulli loss spends 1.5 ms in
+# log1p where sigmoid and log take 0.4; together ~10% off the fp32 step at batch 64 on the 2-core AMD EPYC
+# (interleaved, each loop its own process), both off on CUDA (not measured). CUDA: the standard recipe for a small
 # overhead-bound network, NOT measured here (no GPU was available): re-run bench.py on a GPU and change it if the
 # figures disagree.
 AUTO = {

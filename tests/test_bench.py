@@ -258,3 +258,17 @@ def test_a_loop_that_fails_in_its_process_stops_the_benchmark_with_its_error():
     finally:
         loop.close()
     assert not loop.process.is_alive()
+
+
+@pytest.mark.parametrize("amp", [False, "bf16"])
+def test_fast_bce_trains_bit_for_bit_like_torchs_loss(images, amp):
+    """fast_bce changes only how the loss value is computed: its gradient is torch's, so three steps leave the
+    very same weights (in float32, and in bf16, where fused_deconv is off under autocast)."""
+    weights = []
+    for fast in (False, True):
+        loop = bench.Ours(images, dataclasses.replace(PLAIN, amp=amp, fast_bce=fast, fused_deconv=True), "cpu", seed=0)
+        loop.run(3)
+        weights.append(loop.model.state_dict())
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    initial = bench.Ours(images, PLAIN, "cpu", seed=0).model.state_dict()
+    assert not torch.equal(weights[0]["decoder.fc.0.weight"], initial["decoder.fc.0.weight"])  # it did train
