@@ -327,6 +327,7 @@ NUMERICS = {
     "amp bf16": {"amp": "bf16"},
     "output_gemm": {"output_gemm": True},
     "fused_deconv": {"fused_deconv": True},
+    "fused_conv": {"fused_conv": True},
     "fast_bce": {"fast_bce": True},
     "ours (auto)": None,
 }

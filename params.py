@@ -88,7 +88,8 @@ class Params:
     cuda_graphs: typing.Union[bool, str] = "auto"     # auto | true | false: replay steps as CUDA graphs (CUDA, compile)
     flush_denormal: typing.Union[bool, str] = "auto"  # auto | true | false: flush denormal floats to zero (CPU)
     output_gemm: typing.Union[bool, str] = "auto"     # auto | true | false: 1-channel output layer as a matmul (CPU)
-    fused_deconv: typing.Union[bool, str] = "auto"    # auto | true | false: decoder's deconv+ReLU as one op (CPU)
+    fused_deconv: typing.Union[bool, str] = "auto"    # auto | true | false: decoder's deconvs+ReLUs as one op (CPU)
+    fused_conv: typing.Union[bool, str] = "auto"      # auto | true | false: encoder's convs+ReLUs as one op (CPU)
     fast_bce: typing.Union[bool, str] = "auto"        # auto | true | false: Bernoulli loss without log1p (CPU)
     threads: int = 0                   # CPU threads for torch; 0 leaves torch's default (one per core)
     pack: typing.Union[int, str] = "auto"  # models trained together in one step (sweeps); auto measures (packed.py)
@@ -257,7 +258,7 @@ CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian",
            "celeba_loader": ("cache", "workers"),
            **{switch: ("auto", True, False) for switch in ("compile", "channels_last", "fused_adam", "cuda_graphs",
                                                           "flush_denormal", "output_gemm", "fused_deconv",
-                                                          "fast_bce")},
+                                                          "fused_conv", "fast_bce")},
            "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",

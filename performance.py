@@ -11,7 +11,7 @@ import torch
 from params import Params, UserError
 
 SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal", "output_gemm",
-            "fused_deconv", "fast_bce")
+            "fused_deconv", "fused_conv", "fast_bce")
 
 def _cpu_probe(name: str) -> bool:
     probe = getattr(torch.cpu, name, None)  # private, so probed; absent in older torch
@@ -46,19 +46,21 @@ def cpu_has_fast_bf16() -> bool:
 # speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
 # microcode-speed arithmetic. output_gemm (models.OneChannelTransposedConv): the 1-channel output layer as a matrix
 # multiply, 9.6 -> 6.0 ms forward and backward at batch 64 on the 2-core AMD EPYC, the same function (a few float
-# roundings apart); off on CUDA, whose cuDNN kernels were not measured. fused_deconv (models.TransposedConvReLU) and
-# fast_bce (losses.BernoulliNLL): oneDNN's transposed-convolution backward of the weights ran at ~70 GFLOP/s against
-# ~130 for the same numbers computed as a convolution's weight gradient, and torch's Bernoulli loss spends 1.5 ms in
-# log1p where sigmoid and log take 0.4; together ~10% off the fp32 step at batch 64 on the 2-core AMD EPYC
-# (interleaved, each loop its own process), both off on CUDA (not measured). CUDA: the standard recipe for a small
+# roundings apart); off on CUDA, whose cuDNN kernels were not measured. fused_deconv and fused_conv
+# (models.ConvStack: the decoder's and the encoder's convolutions and ReLUs as one op each, ReLU masks applied in
+# place, the transposed layers' backward through forward convolutions, which oneDNN runs faster) and fast_bce
+# (losses.BernoulliNLL: torch's Bernoulli loss spends 1.5 ms in log1p where sigmoid and log take 0.4): on the 2-core
+# AMD EPYC in float32 at batch 64, the decoder's stack made the step 1.11x as fast as the plain layers and the
+# encoder's a further 1.04-1.08x (README "Speed"); all three off on CUDA (not measured). CUDA: the standard recipe for a small
 # overhead-bound network, NOT measured here (no GPU was available): re-run bench.py on a GPU and change it if the
 # figures disagree.
 AUTO = {
     "cpu": {"compile": False, "amp": "bf16" if cpu_has_fast_bf16() else False, "channels_last": True,
             "fused_adam": True, "cuda_graphs": False, "flush_denormal": True, "output_gemm": True,
-            "fused_deconv": True, "fast_bce": True},
+            "fused_deconv": True, "fused_conv": True, "fast_bce": True},
     "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
-             "flush_denormal": False, "output_gemm": False, "fused_deconv": False, "fast_bce": False},
+             "flush_denormal": False, "output_gemm": False, "fused_deconv": False,
+             "fused_conv": False, "fast_bce": False},
 }
 
 
@@ -100,6 +102,7 @@ def prepare_performance(model: torch.nn.Module, params: Params, device: torch.de
         model.to(memory_format=torch.channels_last)
     model.decoder.output_gemm = bool(settings["output_gemm"])
     model.decoder.fused_deconv = bool(settings["fused_deconv"])
+    model.encoder.fused_conv = bool(settings["fused_conv"])
     if settings["compile"]:
         model.compile(mode="reduce-overhead" if settings["cuda_graphs"] else None)
     return settings

@@ -93,6 +93,7 @@ def test_reference_and_ours_train_the_same_model_on_the_same_data(images):
     ("channels_last", True, 1e-4),
     ("output_gemm", True, 1e-4),
     ("fused_deconv", True, 1e-4),
+    ("fused_conv", True, 1e-4),
     ("fast_bce", True, 1e-6),             # the same gradient: only the logged loss's last digits differ
     ("amp", "bf16", 2e-2),                # bf16 keeps 8 bits of mantissa: ~0.4% per operation
 ])
@@ -105,9 +106,11 @@ def test_each_switch_trains_like_plain_fp32(images, plain_losses, switch, value,
 
 def test_switches_change_the_model_and_optimiser_they_claim_to(images):
     loop = bench.Ours(images, dataclasses.replace(PLAIN, channels_last=True, fused_adam=True, flush_denormal=True,
-                                                  output_gemm=True, fused_deconv=True), "cpu", seed=0)
+                                                  output_gemm=True, fused_deconv=True, fused_conv=True),
+                      "cpu", seed=0)
     assert loop.model.encoder.convs[2].weight.is_contiguous(memory_format=torch.channels_last)
     assert loop.model.decoder.output_gemm is True and loop.model.decoder.fused_deconv is True
+    assert loop.model.encoder.fused_conv is True
     assert loop.optimizer.defaults["fused"] is True
     assert (torch.tensor([1e-40]) * 1.0).item() == 0.0  # denormals flushed to zero
     x = performance.to_memory_format(torch.zeros(2, 3, 8, 8), loop.params)  # RGB: with 1 channel both layouts agree
@@ -117,9 +120,11 @@ def test_switches_change_the_model_and_optimiser_they_claim_to(images):
         assert loop.model.encoder.fc[0](torch.ones(2, 512)).dtype == torch.bfloat16
     plain = bench.Ours(images, PLAIN, "cpu", seed=0).model.decoder
     assert plain.output_gemm is False and plain.fused_deconv is False
+    assert bench.Ours(images, PLAIN, "cpu", seed=0).model.encoder.fused_conv is False
     # The reference loop is torch's own: none of ours' kernels, whatever the params say (auto turns them on).
     reference = bench.Reference(images, dataclasses.replace(PLAIN, fast_bce=True), "cpu", seed=0)
     assert reference.params.fast_bce is False and reference.model.decoder.fused_deconv is False
+    assert reference.model.encoder.fused_conv is False
 
 
 def test_auto_resolves_per_device_and_explicit_values_win():

@@ -110,44 +110,70 @@ def test_output_gemm_changes_only_how_the_decoder_computes():
     assert rgb_logits.shape == (4, 3, 64, 64) and "OneChannel" not in type(rgb_logits.grad_fn).__name__
 
 
+def plain_stack(layers: list, x: torch.Tensor, linear_last: bool) -> torch.Tensor:
+    """The layers one by one, as torch runs them: each (transposed) convolution, then its ReLU."""
+    for index, layer in enumerate(layers):
+        x = layer(x)
+        if not (linear_last and index == len(layers) - 1):
+            x = torch.relu(x)
+    return x
+
+
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_transposed_conv_relu_is_the_layers_it_replaces(memory_format):
-    """TransposedConvReLU (the fused_deconv switch) against ConvTranspose2d(C, C', 4, 2, 1) + ReLU: in float64
-    (the unfused forward) the same output and gradients bit for bit, and autograd's gradcheck; in float32 (oneDNN's
-    fused forward where this build has it) the same output and gradients to float32 rounding."""
-    from models import TransposedConvReLU
+@pytest.mark.parametrize("transposed, linear_last, channels", [
+    (False, False, (1, 4, 5)),  # the encoder: the first layer takes the data (no input gradient), ReLU after each
+    (True, True, (5, 4, 1)),    # the decoder: a 1-channel linear last layer (one_channel_transposed_conv forward)
+    (True, True, (5, 4, 3)),    # the decoder of RGB images: oneDNN's transposed convolution last
+    (True, False, (5, 4, 6)),   # a decoder's body, ReLU after each
+])
+def test_conv_stack_is_the_layers_it_replaces(memory_format, transposed, linear_last, channels):
+    """ConvStack (the fused_conv and fused_deconv switches) against the same layers one by one: in float64 (the
+    unfused forward) the same output and gradients to 1e-12, and autograd's gradcheck of the hand-written backward;
+    in float32 (oneDNN's fused forward where this build has it) the same to float32 rounding. The gradient passed
+    in is left as it was (the ReLU masks go in place only into buffers the backward made itself)."""
+    from models import ConvStack, stack_parameters
 
     torch.manual_seed(0)
-    layer = torch.nn.ConvTranspose2d(5, 4, 4, 2, 1).double()
-    geometry = (layer.stride, layer.padding, layer.dilation)
-    for dtype, tolerance in ((torch.float64, 0.0), (torch.float32, 1e-5)):
-        layer = layer.to(dtype)
-        x = torch.randn(3, 5, 6, 7, dtype=dtype).contiguous(memory_format=memory_format).requires_grad_()
-        expected = torch.relu(layer(x))
+    kind = torch.nn.ConvTranspose2d if transposed else torch.nn.Conv2d
+    layers = [kind(c_in, c_out, 4, 2, 1).double() for c_in, c_out in zip(channels, channels[1:])]
+    size = (3, 5) if transposed else (12, 20)
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        layers = [layer.to(dtype) for layer in layers]
+        parameters = stack_parameters(torch.nn.Sequential(*layers))
+        x = torch.randn(3, channels[0], *size, dtype=dtype).contiguous(memory_format=memory_format)
+        x.requires_grad_(transposed)  # the encoder's input is the data
+        inputs = [x, *parameters] if transposed else parameters
+        expected = plain_stack(layers, x, linear_last)
         grad = torch.randn_like(expected)
-        gradients = torch.autograd.grad(expected, (x, layer.weight, layer.bias), grad)
-        ours = TransposedConvReLU.apply(x, layer.weight, layer.bias, *geometry)
-        assert (ours == 0).any() and (ours > 0).any()  # the ReLU is active on part of the output
+        passed_in = grad.clone()
+        gradients = torch.autograd.grad(expected, inputs, grad)
+        ours = ConvStack.apply(x, transposed, linear_last, *parameters)
+        if not linear_last:
+            assert (ours == 0).any() and (ours > 0).any()  # the last ReLU is active on part of the output
         assert ours.shape == expected.shape and torch.allclose(ours, expected, rtol=0, atol=tolerance)
-        for got, want in zip(torch.autograd.grad(ours, (x, layer.weight, layer.bias), grad), gradients):
-            assert got.shape == want.shape and torch.allclose(got, want, rtol=0, atol=tolerance * 10)
-    small = torch.randn(2, 3, 3, 4, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(3, 2, 4, 4, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, w, b: TransposedConvReLU.apply(a, w, b, *geometry), (small, weight, bias))
+        for got, want in zip(torch.autograd.grad(ours, inputs, grad), gradients):
+            assert got.shape == want.shape and torch.allclose(got, want, rtol=tolerance, atol=tolerance * 10)
+        assert torch.equal(grad, passed_in)
+    small = torch.randn(2, channels[0], *((3, 4) if transposed else (8, 12)), dtype=torch.float64,
+                        requires_grad=transposed)
+    small_parameters = [torch.randn_like(p, dtype=torch.float64).requires_grad_() for p in parameters]
+    assert torch.autograd.gradcheck(lambda a, *p: ConvStack.apply(a, transposed, linear_last, *p),
+                                    (small, *small_parameters))
 
 
-def test_fused_deconv_changes_only_how_the_decoder_computes():
-    """With the switch on the decoder's three (transposed conv, ReLU) pairs run as TransposedConvReLU and give the
-    plain logits and gradients (float32 rounding apart); under bf16 autocast (amp) they run as the plain layers."""
+@pytest.mark.parametrize("output_gemm", [False, True])
+def test_fused_deconv_changes_only_how_the_decoder_computes(output_gemm):
+    """With the switch on the decoder's transposed convolutions and ReLUs run as one ConvStack (the output layer in
+    it too when output_gemm is on) and give the plain logits and gradients (float32 rounding apart); under bf16
+    autocast (amp) they run as the plain layers."""
     torch.manual_seed(0)
     model, z = VAE(1, 10), torch.randn(4, 10)
     plain = model.decoder(z)
     plain_grads = torch.autograd.grad(plain.sum(), list(model.decoder.parameters()))
-    model.decoder.fused_deconv = True
+    model.decoder.fused_deconv, model.decoder.output_gemm = True, output_gemm
     logits = model.decoder(z)
     nodes = backward_nodes(logits)
-    assert nodes["TransposedConvReLUBackward"] == 3 and nodes["ConvolutionBackward0"] == 1  # the output layer
+    assert nodes["ConvStackBackward"] == 1 and nodes["ConvolutionBackward0"] == (0 if output_gemm else 1)
     assert nodes["ReluBackward0"] == 3                                                        # the FC layers'
     assert torch.allclose(logits, plain, rtol=0, atol=1e-5)
     for got, want in zip(torch.autograd.grad(logits.sum(), list(model.decoder.parameters())), plain_grads):
@@ -155,8 +181,30 @@ def test_fused_deconv_changes_only_how_the_decoder_computes():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model.decoder(z)
     nodes = backward_nodes(logits)
-    assert nodes["TransposedConvReLUBackward"] == 0 and nodes["ConvolutionBackward0"] == 4
+    assert nodes["ConvStackBackward"] == 0 and nodes["ConvolutionBackward0"] == (3 if output_gemm else 4)
     assert logits.dtype == torch.float32 and torch.allclose(logits, plain, atol=0.1)
+
+
+def test_fused_conv_changes_only_how_the_encoder_computes():
+    """With the switch on the encoder's four convolutions and ReLUs run as one ConvStack and give the plain μ, log σ²
+    and gradients (float32 rounding apart), with unchanged state_dict keys; under bf16 autocast the plain layers."""
+    torch.manual_seed(0)
+    model = VAE(1, 10).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 64, 64).contiguous(memory_format=torch.channels_last)
+    plain = torch.cat(model.encoder(x), 1)
+    plain_grads = torch.autograd.grad((plain * torch.arange(20.0)).sum(), list(model.encoder.parameters()))
+    model.encoder.fused_conv = True
+    codes = torch.cat(model.encoder(x), 1)
+    nodes = backward_nodes(codes)
+    assert nodes["ConvStackBackward"] == 1 and nodes["ConvolutionBackward0"] == 0
+    assert torch.allclose(codes, plain, rtol=0, atol=1e-5)
+    for got, want in zip(torch.autograd.grad((codes * torch.arange(20.0)).sum(), list(model.encoder.parameters())),
+                         plain_grads):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert set(model.state_dict()) == set(VAE(1, 10).state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mu, _ = model.encoder(x)
+    assert backward_nodes(mu)["ConvStackBackward"] == 0 and mu.dtype == torch.bfloat16
 
 
 def backward_nodes(tensor: torch.Tensor) -> collections.Counter:
