@@ -277,3 +277,17 @@ def test_fast_bce_trains_bit_for_bit_like_torchs_loss(images, amp):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     initial = bench.Ours(images, PLAIN, "cpu", seed=0).model.state_dict()
     assert not torch.equal(weights[0]["decoder.fc.0.weight"], initial["decoder.fc.0.weight"])  # it did train
+
+
+def test_the_float32_stacks_leave_bf16_training_bit_for_bit_unchanged(images):
+    """fused_deconv and fused_conv run only in float32: under amp (bf16 autocast) the layers run as usual, so three
+    bf16 steps leave the very same weights with the switches on or off."""
+    weights = []
+    for fused in (False, True):
+        loop = bench.Ours(images, dataclasses.replace(PLAIN, amp="bf16", output_gemm=True, fused_deconv=fused,
+                                                      fused_conv=fused), "cpu", seed=0)
+        loop.run(3)
+        weights.append(loop.model.state_dict())
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    initial = bench.Ours(images, PLAIN, "cpu", seed=0).model.state_dict()
+    assert not torch.equal(weights[0]["encoder.convs.0.weight"], initial["encoder.convs.0.weight"])  # it did train
