@@ -50,8 +50,9 @@ def cpu_has_fast_bf16() -> bool:
 # (models.ConvStack: the decoder's and the encoder's convolutions and ReLUs as one op each, ReLU masks applied in
 # place, the transposed layers' backward through forward convolutions, which oneDNN runs faster) and fast_bce
 # (losses.BernoulliNLL: torch's Bernoulli loss spends 1.5 ms in log1p where sigmoid and log take 0.4): on the 2-core
-# AMD EPYC in float32 at batch 64, the decoder's stack made the step 1.11x as fast as the plain layers and the
-# encoder's a further 1.04-1.08x (README "Speed"); all three off on CUDA (not measured). CUDA: the standard recipe for a small
+# AMD EPYC in float32 at batch 64, ours ran 37.1-40.7 steps/s with both stacks and 30.3-31.3 without them (bench.py,
+# README "Speed"); the encoder's stack alone made no difference separable from the noise (38.1, 42.1 steps/s with it
+# off) and stays on, the same function; all three off on CUDA (not measured). CUDA: the standard recipe for a small
 # overhead-bound network, NOT measured here (no GPU was available): re-run bench.py on a GPU and change it if the
 # figures disagree.
 AUTO = {
