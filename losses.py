@@ -2,7 +2,7 @@
 
 Reduction, stated once: every term is summed over pixels and latent dimensions and averaged over the batch,
 so a loss is "nats per image". Every objective returns a dict holding `loss`, `kl_per_dim` [D] and each term
-and weight it uses as a 0-dim tensor, so that main.py logs all of them.
+and weight it uses as a 0-dim tensor, so that the training loop logs all of them.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import performance
 
 # --- schedules: one mechanism for every annealed weight (β, γ, capacity C) ---
 
@@ -22,7 +21,6 @@ RAMPS = {
     "linear": lambda progress: progress,
     "cosine": lambda progress: 0.5 * (1.0 - math.cos(math.pi * progress)),  # flat at both ends
 }
-SHAPES = ("constant", "linear", "cosine", "cyclical")
 
 # Weight name → the Params field holding the length of its schedule (β keeps the foundation's `anneal_steps`).
 STEPS_FIELD = {"beta": "anneal_steps", "gamma": "gamma_steps", "capacity": "capacity_steps"}
@@ -73,36 +71,15 @@ def weight_at(params, name: str, step: int) -> float:
 
 # --- likelihoods and the KL ---
 
-class BernoulliNLL(torch.autograd.Function):
-    """Σ binary cross-entropy(logits, x), as F.binary_cross_entropy_with_logits(reduction="sum") with the same
-    gradient (σ(l) − x), but the forward as relu(l) − log σ(|l|) − l·x: torch's CPU kernel spends its time in
-    log1p (1.5 ms at batch 64 on a 2-core AMD EPYC), sigmoid and log take 0.4 ms. log σ(|l|) rounds to 0 once
-    e^−|l| is below float32's resolution at 1, an error under 4e-8 nats per pixel; the gradient is exact."""
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(logits, x)
-        flat = logits.reshape(-1)
-        return flat.clamp_min(0).sum() - torch.log(torch.sigmoid(flat.abs())).sum() - torch.dot(flat, x.reshape(-1))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        logits, x = ctx.saved_tensors
-        return (torch.sigmoid(logits) - x) * grad, None
-
-
-def reconstruction_nll(x: torch.Tensor, x_logits: torch.Tensor, kind: str, std: float = 0.7071,
-                       fast_bce: bool = False) -> torch.Tensor:
+def reconstruction_nll(x: torch.Tensor, x_logits: torch.Tensor, kind: str, std: float = 0.7071) -> torch.Tensor:
     """−log p(x|z) per image, averaged over the batch, without constants.
 
-    bernoulli: binary cross-entropy on logits (numerically stable; x in [0, 1]); fast_bce: BernoulliNLL.
+    bernoulli: binary cross-entropy on logits (numerically stable; x in [0, 1]).
     gaussian:  fixed-variance N(sigmoid(logits), std²); std = 1/√2 gives the summed squared error.
     laplace:   fixed-scale Laplace(sigmoid(logits), b) with the same standard deviation, b = std/√2:
                Σ|x − x̂|/b; std = 1/√2 gives twice the summed absolute error.
     """
-    if kind == "bernoulli" and fast_bce:
-        nll = BernoulliNLL.apply(x_logits, x)
-    elif kind == "bernoulli":
+    if kind == "bernoulli":
         nll = F.binary_cross_entropy_with_logits(x_logits, x, reduction="sum")
     elif kind == "gaussian":
         nll = F.mse_loss(torch.sigmoid(x_logits), x, reduction="sum") / (2 * std ** 2)
@@ -127,8 +104,7 @@ def beta_at(step: int, params) -> float:
 
 def _elbo_terms(x, x_logits, mu, logvar, params) -> dict[str, torch.Tensor]:
     """The two ELBO terms every objective starts from."""
-    fast_bce = bool(performance.resolve_one("fast_bce", params, x.device))  # a speed switch: the same gradient
-    recon = reconstruction_nll(x, x_logits, params.recon, params.recon_std, fast_bce)
+    recon = reconstruction_nll(x, x_logits, params.recon, params.recon_std)
     kl_per_dim = kl_normal(mu, logvar)
     return {"recon": recon, "kl": kl_per_dim.sum(), "kl_per_dim": kl_per_dim}
 
@@ -304,15 +280,15 @@ def factor_vae(x, x_logits, mu, logvar, z, step: int, params, discriminator: nn.
 class FactorObjective:
     """factor_vae with its discriminator and the discriminator's own Adam, as one stateful objective.
 
-    main.train_step calls it like any objective, then calls `after_step()`, which updates the discriminator on
+    The training step calls it like any objective, then calls `after_step()`, which updates the discriminator on
     the codes of the same batch (disentanglement_lib's FactorVAE updates both networks on one batch; Kim & Mnih's
     Algorithm 2 draws a second one). `state_dict` / `load_state_dict` go into and out of the checkpoint.
     """
 
     def __init__(self, params, device: torch.device):
         self.discriminator = Discriminator(params.latent_dim).to(device)
-        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=params.discriminator_lr,
-                                          betas=(params.discriminator_beta1, params.discriminator_beta2))
+        self.lr, self.betas = params.discriminator_lr, (params.discriminator_beta1, params.discriminator_beta2)
+        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=self.betas)
         self.codes = None
 
     def __call__(self, x, x_logits, mu, logvar, z, step: int, params) -> dict[str, torch.Tensor]:
@@ -334,6 +310,8 @@ class FactorObjective:
     def load_state_dict(self, state: dict) -> None:
         self.discriminator.load_state_dict(state["discriminator"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:      # a resume trains with the params' values, not the saved ones
+            group["lr"], group["betas"] = self.lr, self.betas
 
 
 # objective name → function(x, x_logits, mu, logvar, z, step, params) → dict of named terms with "loss".
@@ -351,7 +329,7 @@ BUILDERS = {
 def make_objective(params, dataset_size: int, device: torch.device):
     """The callable objective for params.objective, built once per run.
 
-    It may have `after_step() -> dict` (called by main.train_step after the VAE's optimiser step; its terms are
+    It may have `after_step() -> dict` (called by the training step after the VAE's optimiser step; its terms are
     logged) and `state_dict` / `load_state_dict` (saved in and restored from the checkpoint).
     """
     if params.objective in BUILDERS:

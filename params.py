@@ -12,9 +12,7 @@ from dataclasses import dataclass, fields
 
 import yaml
 
-
-class UserError(Exception):
-    """A mistake the user can fix; the message is one sentence saying how. Reported without a traceback."""
+from betavae.errors import UserError
 
 
 @dataclass
@@ -80,19 +78,16 @@ class Params:
     metrics_beta_vae: bool = True      # include BetaVAE, whose protocol draws 1.9M images (~20 s beyond the others)
     active_kl: float = 0.01            # nats: a latent whose KL to the prior is below this is inactive (greyed or hidden)
     factor_samples: int = 4            # draws per heat-map cell / factor value for the dSprites factor pictures; 0 = none
-    # --- performance (same results, faster; "auto" = performance.AUTO's choice for the device, see README "Speed") ---
+    # --- performance (same results, faster; "auto" = the choice of betavae/speed/switches.py for the device) ---
     compile: typing.Union[bool, str] = "auto"         # auto | true | false: torch.compile the model
     amp: typing.Union[bool, str] = "auto"             # auto | bf16 | false: bf16 autocast around the forward pass
     channels_last: typing.Union[bool, str] = "auto"   # auto | true | false: channels-last memory format
     fused_adam: typing.Union[bool, str] = "auto"      # auto | true | false: Adam's fused kernel, one launch for all
     cuda_graphs: typing.Union[bool, str] = "auto"     # auto | true | false: replay steps as CUDA graphs (CUDA, compile)
-    flush_denormal: typing.Union[bool, str] = "auto"  # auto | true | false: flush denormal floats to zero (CPU)
-    output_gemm: typing.Union[bool, str] = "auto"     # auto | true | false: 1-channel output layer as a matmul (CPU)
-    fused_deconv: typing.Union[bool, str] = "auto"    # auto | true | false: decoder's deconvs+ReLUs as one op (CPU)
+    fused_deconv: typing.Union[bool, str] = "auto"    # auto | true | false: decoder's deconvs+ReLUs+output as one op (CPU)
     fused_conv: typing.Union[bool, str] = "auto"      # auto | true | false: encoder's convs+ReLUs as one op (CPU)
-    fast_bce: typing.Union[bool, str] = "auto"        # auto | true | false: Bernoulli loss without log1p (CPU)
     threads: int = 0                   # CPU threads for torch; 0 leaves torch's default (one per core)
-    pack: typing.Union[int, str] = "auto"  # models trained together in one step (sweeps); auto measures (packed.py)
+    pack: typing.Union[int, str] = "auto"  # models trained together in one step (sweeps); auto measures the best
 
 
 # The original project of seeds/000 on CelebA (REFERENCE.md): Gaussian likelihood, batch 64, Adam lr 5e-4 with
@@ -197,11 +192,21 @@ def _coerce(key: str, value, annotation):
     raise UserError(f"Param '{key}' must be {names}, got {value!r}; fix its value.")
 
 
+# Speed switches that measured no gain beyond the noise (docs/speed.md): a checkpoint or params.yaml that names
+# them still loads, and the value is dropped; --set names them as an error.
+RETIRED = {"flush_denormal": "it measured no gain",
+           "fast_bce": "it measured no gain", "output_gemm": "fused_deconv includes it"}
+
+
 def apply_overrides(params: Params, overrides: dict, source: str) -> Params:
     """Return a copy of `params` with `overrides` applied, each checked by name and type."""
     types_by_name = _field_types()
     checked = {}
     for key, value in overrides.items():
+        if key in RETIRED and source != "--set":
+            continue
+        if key in RETIRED:
+            raise UserError(f"Param '{key}' was removed ({RETIRED[key]}); drop it from --set.")
         if key not in types_by_name:
             raise UserError(f"Unknown param '{key}' in {source}; did you mean: {_closest(str(key))}?")
         checked[key] = _coerce(key, value, types_by_name[key])
@@ -254,12 +259,14 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
     return params
 
 
-CHOICES = {"dataset": ("dsprites", "celeba"), "recon": ("bernoulli", "gaussian", "laplace"),
+SPEED_SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "fused_deconv", "fused_conv")
+OBJECTIVE_NAMES = ("betaH", "vae", "betaB", "factor", "btcvae", "dipI", "dipII")  # losses.OBJECTIVES implements each
+SCHEDULE_SHAPES = ("constant", "linear", "cosine", "cyclical")              # losses.schedule_value draws each
+CHOICES = {"dataset": ("dsprites", "celeba"), "objective": OBJECTIVE_NAMES, "beta_schedule": SCHEDULE_SHAPES,
+           "gamma_schedule": SCHEDULE_SHAPES, "capacity_schedule": SCHEDULE_SHAPES, "recon": ("bernoulli", "gaussian", "laplace"),
            "device": ("auto", "cpu", "cuda"), "tc_estimator": ("mws", "mss"),
            "celeba_loader": ("cache", "workers"),
-           **{switch: ("auto", True, False) for switch in ("compile", "channels_last", "fused_adam", "cuda_graphs",
-                                                          "flush_denormal", "output_gemm", "fused_deconv",
-                                                          "fused_conv", "fast_bce")},
+           **{switch: ("auto", True, False) for switch in SPEED_SWITCHES if switch != "amp"},
            "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",
@@ -274,11 +281,7 @@ ADAM_BETAS = ("adam_beta1", "adam_beta2", "discriminator_beta1", "discriminator_
 
 def validate(params: Params) -> None:
     """Value checks beyond types, so a bad run stops before it starts."""
-    from losses import OBJECTIVES, SHAPES  # late import: losses does not depend on params
-
-    choices = dict(CHOICES, objective=tuple(OBJECTIVES), beta_schedule=SHAPES, gamma_schedule=SHAPES,
-                   capacity_schedule=SHAPES)
-    for key, allowed in choices.items():
+    for key, allowed in CHOICES.items():
         if getattr(params, key) not in allowed:
             names = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in allowed)  # YAML's true, false
             raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {names}.")

@@ -1,4 +1,4 @@
-"""Tests import the top-level modules directly; keep plotting headless and runs small."""
+"""Tests import the root modules and the betavae package directly; keep runs small."""
 import os
 import sys
 
@@ -11,8 +11,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(autouse=True)
 def small_metric_samples(monkeypatch):
     """Metrics in tests use a few hundred points; at the protocol's counts a run's evaluation takes many minutes."""
-    import metrics
+    from betavae.evaluation import protocol
 
-    monkeypatch.setattr(metrics, "SAMPLES", {"mig": 100, "split": 90, "beta_vae_train": 20, "beta_vae_eval": 10,
+    monkeypatch.setattr(protocol, "SAMPLES", {"mig": 100, "split": 90, "beta_vae_train": 20, "beta_vae_eval": 10,
                                              "factor_vae_variance": 60, "factor_vae_train": 20,
                                              "factor_vae_eval": 10, "group": 4})

@@ -7,16 +7,17 @@ import torch
 import yaml
 
 import bench
+from betavae.speed import bench_loops, benchmark, kernels
 import main
-import performance
+from betavae.speed import switches as performance
 from params import Params, UserError, build_params
 
-PLAIN = dataclasses.replace(Params(), batch_size=8, lr=1e-3, **bench.PLAIN)
+PLAIN = dataclasses.replace(Params(), batch_size=8, lr=1e-3, **benchmark.PLAIN)
 
 
 @pytest.fixture(scope="module")
 def images():
-    return bench.prepare_data(32, seed=0, device=torch.device("cpu"))[0]
+    return bench_loops.prepare_data(32, seed=0, device=torch.device("cpu"))[0]
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +30,12 @@ def restore_process_settings():
     """The switches set process-wide state; put it back so other tests run as they would alone."""
     threads = torch.get_num_threads()
     yield
-    torch.set_flush_denormal(False)
     torch.set_num_threads(threads)
 
 
 def losses_of(params, images, steps=2):
     """Per-step losses of main.train_step under `params`, on a fixed batch sequence and a fixed noise seed."""
-    loop = bench.Ours(images, dataclasses.replace(params, log_every=1), torch.device("cpu"), seed=0)
+    loop = bench_loops.Ours(images, dataclasses.replace(params, log_every=1), torch.device("cpu"), seed=0)
     loop.run(steps)
     return loop.losses
 
@@ -47,9 +47,9 @@ def test_bench_writes_its_figures_as_yaml(tmp_path, capsys):
     record = yaml.safe_load(out.read_text())
     result = record["results"][4]
     # Each loop ran in a process of its own, so ours' process-wide settings never reached the reference.
-    assert list(result)[:3] == list(bench.LOOP_NAMES)
-    assert len({result[name]["pid"] for name in bench.LOOP_NAMES} | {os.getpid()}) == 4
-    for name in bench.LOOP_NAMES:
+    assert list(result)[:3] == list(bench_loops.LOOP_NAMES)
+    assert len({result[name]["pid"] for name in bench_loops.LOOP_NAMES} | {os.getpid()}) == 4
+    for name in bench_loops.LOOP_NAMES:
         figures = result[name]
         assert len(figures["window_steps_per_s"]) == 3
         assert figures["steps_per_s"] == pytest.approx(sorted(figures["window_steps_per_s"])[1], abs=0.01)
@@ -76,7 +76,7 @@ def test_bench_rejects_a_bad_setting_in_one_sentence(tmp_path, capsys):
 
 def test_reference_and_ours_train_the_same_model_on_the_same_data(images):
     params = dataclasses.replace(Params(), batch_size=4)
-    reference, ours = bench.Reference(images, params, torch.device("cpu"), 3), bench.Ours(images, params, "cpu", 3)
+    reference, ours = bench_loops.Reference(images, params, torch.device("cpu"), 3), bench_loops.Ours(images, params, "cpu", 3)
     assert reference.model.state_dict().keys() == ours.model.state_dict().keys()
     for name, value in reference.model.state_dict().items():
         assert torch.equal(value, ours.model.state_dict()[name]), name
@@ -88,13 +88,10 @@ def test_reference_and_ours_train_the_same_model_on_the_same_data(images):
 
 
 @pytest.mark.parametrize("switch, value, tolerance", [
-    ("flush_denormal", True, 1e-6),
     ("fused_adam", True, 1e-4),
     ("channels_last", True, 1e-4),
-    ("output_gemm", True, 1e-4),
     ("fused_deconv", True, 1e-4),
     ("fused_conv", True, 1e-4),
-    ("fast_bce", True, 1e-6),             # the same gradient: only the logged loss's last digits differ
     ("amp", "bf16", 2e-2),                # bf16 keeps 8 bits of mantissa: ~0.4% per operation
 ])
 def test_each_switch_trains_like_plain_fp32(images, plain_losses, switch, value, tolerance):
@@ -105,26 +102,23 @@ def test_each_switch_trains_like_plain_fp32(images, plain_losses, switch, value,
 
 
 def test_switches_change_the_model_and_optimiser_they_claim_to(images):
-    loop = bench.Ours(images, dataclasses.replace(PLAIN, channels_last=True, fused_adam=True, flush_denormal=True,
-                                                  output_gemm=True, fused_deconv=True, fused_conv=True),
-                      "cpu", seed=0)
+    loop = bench_loops.Ours(images, dataclasses.replace(PLAIN, channels_last=True, fused_adam=True, fused_deconv=True,
+                                                        fused_conv=True), "cpu", seed=0)
     assert loop.model.encoder.convs[2].weight.is_contiguous(memory_format=torch.channels_last)
-    assert loop.model.decoder.output_gemm is True and loop.model.decoder.fused_deconv is True
-    assert loop.model.encoder.fused_conv is True
+    assert type(loop.model.decoder.deconvs) is kernels.FusedDeconvs
+    assert type(loop.model.encoder.convs) is kernels.FusedConvs
     assert loop.optimizer.defaults["fused"] is True
-    assert (torch.tensor([1e-40]) * 1.0).item() == 0.0  # denormals flushed to zero
     x = performance.to_memory_format(torch.zeros(2, 3, 8, 8), loop.params)  # RGB: with 1 channel both layouts agree
     assert x.stride() == (192, 1, 24, 3)  # NHWC
     assert performance.to_memory_format(torch.zeros(2, 3, 8, 8), PLAIN).stride() == (192, 64, 8, 1)  # NCHW
     with performance.autocast(images, dataclasses.replace(PLAIN, amp="bf16")):
         assert loop.model.encoder.fc[0](torch.ones(2, 512)).dtype == torch.bfloat16
-    plain = bench.Ours(images, PLAIN, "cpu", seed=0).model.decoder
-    assert plain.output_gemm is False and plain.fused_deconv is False
-    assert bench.Ours(images, PLAIN, "cpu", seed=0).model.encoder.fused_conv is False
+    plain = bench_loops.Ours(images, PLAIN, "cpu", seed=0).model
+    assert type(plain.decoder.deconvs) is torch.nn.Sequential and type(plain.encoder.convs) is torch.nn.Sequential
     # The reference loop is torch's own: none of ours' kernels, whatever the params say (auto turns them on).
-    reference = bench.Reference(images, dataclasses.replace(PLAIN, fast_bce=True), "cpu", seed=0)
-    assert reference.params.fast_bce is False and reference.model.decoder.fused_deconv is False
-    assert reference.model.encoder.fused_conv is False
+    reference = bench_loops.Reference(images, Params(), "cpu", seed=0)
+    assert type(reference.model.decoder.deconvs) is torch.nn.Sequential
+    assert type(reference.model.encoder.convs) is torch.nn.Sequential
 
 
 def test_auto_resolves_per_device_and_explicit_values_win():
@@ -164,20 +158,20 @@ def test_compile_wraps_the_model_in_place_and_keeps_its_checkpoint_keys():
 
     model = VAE()
     keys = list(model.state_dict())
-    performance.prepare_performance(model, dataclasses.replace(PLAIN, compile=True), "cpu")
+    performance.prepare(model, dataclasses.replace(PLAIN, compile=True), "cpu")
     assert model._compiled_call_impl is not None and list(model.state_dict()) == keys
-    assert performance.prepare_performance(VAE(), PLAIN, "cpu") == {**bench.PLAIN, "threads": 0}
+    assert performance.prepare(VAE(), PLAIN, "cpu") == {**benchmark.PLAIN, "threads": 0}
 
 
 def test_check_numerics_compares_each_switch_with_plain_fp32(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "NUMERICS", {"plain fp32": {}, "plain fp32, 1 thread": {"threads": 1},
+    monkeypatch.setattr(benchmark, "NUMERICS", {"plain fp32": {}, "plain fp32, 1 thread": {"threads": 1},
                                             "fused_adam": {"fused_adam": True}, "amp bf16": {"amp": "bf16"}})
     out, threads = tmp_path / "numerics.yaml", torch.get_num_threads()
     assert bench.main_bench(["--device", "cpu", "--check-numerics", "--numerics-steps", "3", "--images", "16",
                              "--set", "batch_size=4", "--set", "log_every=2", "--out", str(out)]) == 0
     record = yaml.safe_load(out.read_text())
     numerics = record["numerics"]
-    assert record["numerics_lr"] == bench.NUMERICS_LR  # the check's own lr unless --set lr= is given
+    assert record["numerics_lr"] == benchmark.NUMERICS_LR  # the check's own lr unless --set lr= is given
     assert torch.get_num_threads() == threads            # the 1-thread row did not leak into the rows after it
     assert list(numerics) == ["plain fp32", "plain fp32, 1 thread", "fused_adam", "amp bf16"]
     assert numerics["plain fp32, 1 thread"]["relative_difference"] < 1e-4
@@ -188,7 +182,7 @@ def test_check_numerics_compares_each_switch_with_plain_fp32(tmp_path, monkeypat
 
 
 def test_check_numerics_runs_only_the_switches_named(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "NUMERICS", {"plain fp32": {}, "fused_adam": {"fused_adam": True},
+    monkeypatch.setattr(benchmark, "NUMERICS", {"plain fp32": {}, "fused_adam": {"fused_adam": True},
                                             "amp bf16": {"amp": "bf16"}, "ours (auto)": None})
     out = tmp_path / "numerics.yaml"
     assert bench.main_bench(["--device", "cpu", "--check-numerics", "amp", "--numerics-steps", "2", "--images", "16",
@@ -229,7 +223,8 @@ def test_keep_freed_memory_stops_the_page_faults_of_a_step_like_alloc_free_cycle
     if not sys.platform.startswith("linux"):
         pytest.skip("needs Linux with glibc")
     code = """
-import resource, sys, torch, performance
+import resource, sys, torch
+from betavae.speed import switches as performance
 if not performance.keep_freed_memory():
     print("skip"); sys.exit()
 def cycle():
@@ -256,7 +251,7 @@ print(min(counts))
 def test_a_loop_that_fails_in_its_process_stops_the_benchmark_with_its_error():
     """A loop's process reports its exception; the parent raises it with the loop's name instead of hanging."""
     params = dataclasses.replace(PLAIN, batch_size=16)
-    loop = bench.LoopProcess("reference", params, torch.device("cpu"), count=8, seed=0)  # no full batch of 16
+    loop = bench_loops.LoopProcess("reference", params, torch.device("cpu"), count=8, seed=0)  # no full batch of 16
     try:
         with pytest.raises(RuntimeError, match="reference loop failed: StopIteration"):
             loop.ask("time", 1)
@@ -265,29 +260,15 @@ def test_a_loop_that_fails_in_its_process_stops_the_benchmark_with_its_error():
     assert not loop.process.is_alive()
 
 
-@pytest.mark.parametrize("amp", [False, "bf16"])
-def test_fast_bce_trains_bit_for_bit_like_torchs_loss(images, amp):
-    """fast_bce changes only how the loss value is computed: its gradient is torch's, so three steps leave the
-    very same weights (in float32, and in bf16, where fused_deconv is off under autocast)."""
-    weights = []
-    for fast in (False, True):
-        loop = bench.Ours(images, dataclasses.replace(PLAIN, amp=amp, fast_bce=fast, fused_deconv=True), "cpu", seed=0)
-        loop.run(3)
-        weights.append(loop.model.state_dict())
-    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
-    initial = bench.Ours(images, PLAIN, "cpu", seed=0).model.state_dict()
-    assert not torch.equal(weights[0]["decoder.fc.0.weight"], initial["decoder.fc.0.weight"])  # it did train
-
-
 def test_the_float32_stacks_leave_bf16_training_bit_for_bit_unchanged(images):
-    """fused_deconv and fused_conv run only in float32: under amp (bf16 autocast) the layers run as usual, so three
-    bf16 steps leave the very same weights with the switches on or off."""
+    """fused_conv runs only in float32, and fused_deconv only its output layer under amp: under bf16 autocast the
+    encoder's layers run as usual, so three bf16 steps leave the very same weights with fused_conv on or off."""
     weights = []
     for fused in (False, True):
-        loop = bench.Ours(images, dataclasses.replace(PLAIN, amp="bf16", output_gemm=True, fused_deconv=fused,
-                                                      fused_conv=fused), "cpu", seed=0)
+        loop = bench_loops.Ours(images, dataclasses.replace(PLAIN, amp="bf16", fused_deconv=True, fused_conv=fused),
+                                "cpu", seed=0)
         loop.run(3)
         weights.append(loop.model.state_dict())
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
-    initial = bench.Ours(images, PLAIN, "cpu", seed=0).model.state_dict()
+    initial = bench_loops.Ours(images, PLAIN, "cpu", seed=0).model.state_dict()
     assert not torch.equal(weights[0]["encoder.convs.0.weight"], initial["encoder.convs.0.weight"])  # it did train

@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-import celeba
+from betavae.pictures import attributes as attribute_pictures
+from betavae.sources import celeba
 import main
-import validation
+from betavae.evaluation import validation
 from data import DataError, make_dataset
 from losses import OBJECTIVES, beta_at
 from models import VAE
@@ -218,7 +219,7 @@ def test_attribute_correlations_are_exact_for_latents_that_copy_an_attribute():
     model = torch.nn.Module()
     model.encoder = StubEncoder()
     attributes = torch.from_numpy(np.random.default_rng(1).choice(np.array([-1, 1], dtype=np.int8), (50, 40)))
-    correlation, variance = celeba.attribute_correlations(model, StubSplit(attributes), 0, batch_size=16)
+    correlation, variance = attribute_pictures.attribute_correlations(model, StubSplit(attributes), 0, batch_size=16)
     assert correlation.shape == (3, 40) and variance[2] == 0
     assert correlation[0, 31] == pytest.approx(1.0) and correlation[1, 20] == pytest.approx(-1.0)
     assert np.all(correlation[2] == 0) and np.all(np.abs(correlation) <= 1 + 1e-9)

@@ -11,6 +11,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import data  # noqa: E402
+from betavae.sources import dsprites
 
 
 def render_one(shape: int, scale: int = 5, orientation: int = 0, pos_x: int = 15, pos_y: int = 15) -> np.ndarray:
@@ -129,7 +130,7 @@ def test_rotation_is_counter_clockwise_as_displayed():
 def test_numpy_and_torch_renderers_agree():
     classes = data.all_latent_classes()[np.random.default_rng(1).integers(0, 737280, 2000)]
     expected = data.render_dsprites(classes)
-    actual = data.render_dsprites_torch(torch.from_numpy(classes))
+    actual = dsprites.render_dsprites_torch(torch.from_numpy(classes))
     assert actual.dtype == torch.uint8 and actual.shape == (2000, 64, 64)
     np.testing.assert_array_equal(actual.numpy(), expected)
 
@@ -186,7 +187,7 @@ def strided_fake_npz(rng: np.random.Generator) -> tuple[dict[str, np.ndarray], n
 def test_npz_images_are_looked_up_by_index(tmp_path, monkeypatch):
     arrays, buffer = strided_fake_npz(np.random.default_rng(2))
     np.savez(tmp_path / data.NPZ_NAME, placeholder=np.zeros(1))
-    monkeypatch.setattr(data, "_read_npz", lambda path: arrays)
+    monkeypatch.setattr(dsprites, "_read_npz", lambda path: arrays)
     dataset = data.DSprites(str(tmp_path))
     assert dataset.source == "npz"
     indices = torch.tensor([0, 7, 4096, 737279, 300_001])
@@ -202,7 +203,7 @@ def test_npz_in_nonstandard_order_is_rejected(tmp_path, monkeypatch):
     arrays, _ = strided_fake_npz(np.random.default_rng(3))
     arrays["latents_classes"] = arrays["latents_classes"][::-1]
     np.savez(tmp_path / data.NPZ_NAME, placeholder=np.zeros(1))
-    monkeypatch.setattr(data, "_read_npz", lambda path: arrays)
+    monkeypatch.setattr(dsprites, "_read_npz", lambda path: arrays)
     with pytest.raises(data.DataError, match="order"):
         data.DSprites(str(tmp_path))
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import main
-from models import load_checkpoint
+from betavae.checkpoints import load_checkpoint
 from test_main import read_rows
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -3,7 +3,7 @@ import math
 
 import torch
 
-import factors
+from betavae.pictures import factors
 
 
 class FakeFactors:

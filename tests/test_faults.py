@@ -13,13 +13,14 @@ import time
 import pytest
 import torch
 
-import celeba
+from betavae.sources import celeba
 import main
-import models
 from losses import make_objective
-from models import load_checkpoint, model_from_checkpoint
+from betavae.checkpoints import load_checkpoint, model_from_checkpoint
 from params import Params, UserError, apply_overrides, parse_assignment
 from test_main import read_rows, run_args, wrap_objective
+from betavae import checkpoints
+from betavae.training import lifecycle, run_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AS_ROOT = os.geteuid() == 0  # root writes through chmod 0o555, so those tests only run as a normal user
@@ -55,8 +56,8 @@ def test_sighup_goes_through_the_same_stop_and_save(tmp_path, monkeypatch, capsy
 
 def test_a_second_ctrl_c_during_the_save_stops_at_once(tmp_path, monkeypatch, capsys):
     wrap_objective(monkeypatch, lambda step, terms: signal.raise_signal(signal.SIGINT) if step == 4 else None)
-    original = main.save_checkpoint
-    monkeypatch.setattr(main, "save_checkpoint", lambda *a: (signal.raise_signal(signal.SIGINT), original(*a)))
+    original = lifecycle.save_checkpoint
+    monkeypatch.setattr(lifecycle, "save_checkpoint", lambda *a: (signal.raise_signal(signal.SIGINT), original(*a)))
     assert main.main(run_args(tmp_path, "twice", 12)) == 130
     err = capsys.readouterr().err
     assert "stopped at once by a second Ctrl-C" in err and "training failed" not in err
@@ -126,7 +127,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_sentence(tmp_path, monkeypat
         if calls[0] > 1:  # the periodic checkpoint of step 6 is written; every later write fails
             raise failure
         return original(*args, **kwargs)
-    monkeypatch.setattr(models.torch, "save", failing_save)
+    monkeypatch.setattr(checkpoints.torch, "save", failing_save)
     assert main.main(run_args(tmp_path, "full", 12)) == 1
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
@@ -137,7 +138,7 @@ def test_a_checkpoint_that_cannot_be_written_is_one_sentence(tmp_path, monkeypat
 
 
 def test_the_error_path_survives_a_checkpoint_that_cannot_be_written(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(models.torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
+    monkeypatch.setattr(checkpoints.torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
     wrap_objective(monkeypatch, lambda step, terms: (_ for _ in ()).throw(RuntimeError("boom")) if step == 3 else None)
     assert main.main(run_args(tmp_path, "eio", 12)) == 1
     err = capsys.readouterr().err
@@ -167,13 +168,13 @@ def test_run_folders_are_claimed_atomically(tmp_path):
 
     def claim(_):
         barrier.wait()
-        return main.new_run_dir(params, None)
+        return run_folder.new_run_dir(params, None)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         folders = list(pool.map(claim, range(8)))
     assert len(set(folders)) == 8 and all(os.path.isdir(f) for f in folders)
     for name in ["../escape", str(tmp_path / "abs"), "a/b", ".."]:
         with pytest.raises(UserError, match="plain folder name"):
-            main.new_run_dir(Params(out_dir=str(tmp_path), run_name=name), None)
+            run_folder.new_run_dir(Params(out_dir=str(tmp_path), run_name=name), None)
     assert not (tmp_path.parent / "escape").exists()
 
 
@@ -201,10 +202,10 @@ def test_out_dir_that_is_a_file_is_one_sentence(tmp_path, capsys):
 
 def test_unwritable_output_paths_are_one_sentence_even_as_root(tmp_path, monkeypatch, capsys):
     real_mkdir, real_open = os.mkdir, open
-    monkeypatch.setattr(main.os, "mkdir", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
+    monkeypatch.setattr(run_folder.os, "mkdir", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied")))
     assert main.main(run_args(tmp_path, "ro", 2)) == 2
     assert "Permission denied" in capsys.readouterr().err and not (tmp_path / "ro").exists()
-    monkeypatch.setattr(main.os, "mkdir", real_mkdir)
+    monkeypatch.setattr(run_folder.os, "mkdir", real_mkdir)
     assert main.main(run_args(tmp_path, "ro", 2)) == 0
     record = (tmp_path / "ro" / "params.yaml").read_bytes()
 
@@ -212,7 +213,7 @@ def test_unwritable_output_paths_are_one_sentence_even_as_root(tmp_path, monkeyp
         if any(c in mode for c in "wa+") and str(path).startswith(str(tmp_path / "ro")):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, mode, *args, **kwargs)
-    monkeypatch.setattr(main, "open", read_only_open, raising=False)  # main's own open: the lock and params.yaml
+    monkeypatch.setattr(run_folder, "open", read_only_open, raising=False)  # run_folder's own open: the lock and params.yaml
     assert main.main(["--resume", str(tmp_path / "ro"), "--set", "steps=4"]) == 2
     assert "Cannot write to the run folder" in capsys.readouterr().err
     assert (tmp_path / "ro" / "params.yaml").read_bytes() == record

@@ -9,7 +9,8 @@ import torch
 import main
 import params as params_module
 import traverse
-from models import VAE, save_checkpoint
+from betavae.checkpoints import save_checkpoint
+from models import VAE
 from params import Params, UserError, build_params, load_yaml
 
 
@@ -193,7 +194,7 @@ def test_every_unreadable_celeba_image_is_named_in_one_error_at_start(tmp_path, 
 
 
 def test_many_unreadable_images_list_the_first_and_write_them_all(tmp_path, monkeypatch):
-    import celeba
+    from betavae.sources import celeba
     from data import DataError, make_dataset
 
     bad = spoil_celeba(tmp_path)
@@ -207,10 +208,10 @@ def test_many_unreadable_images_list_the_first_and_write_them_all(tmp_path, monk
     assert sum(name in str(error.value) for name in bad) == 2
 
 
-def local_imports(module_name):
+def local_imports(path):
     import ast
 
-    tree = ast.parse(open(os.path.join(os.path.dirname(os.path.dirname(__file__)), f"{module_name}.py")).read())
+    tree = ast.parse(open(os.path.join(os.path.dirname(os.path.dirname(__file__)), path)).read())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -221,20 +222,20 @@ def local_imports(module_name):
 
 
 def test_data_and_celeba_depend_one_way_and_data_error_keeps_its_old_name():
-    import celeba
     import data
-    import data_common
+    from betavae import errors
+    from betavae.sources import celeba
 
-    assert "data" not in local_imports("celeba") and "celeba" in local_imports("data")
-    assert not {"data", "celeba"} & local_imports("data_common")
-    assert data.DataError is data_common.DataError is celeba.DataError and data.IMAGE_SIZE == celeba.IMAGE_SIZE == 64
+    assert "data" not in local_imports("betavae/sources/celeba.py") and "betavae" in local_imports("data.py")
+    assert "betavae.sources.celeba" in open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "data.py")).read()
+    assert data.DataError is errors.DataError is celeba.DataError and data.IMAGE_SIZE == celeba.IMAGE_SIZE == 64
 
 
 def test_a_run_resolves_speed_settings_once_and_asks_the_dataset_for_its_end_pictures(tmp_path, monkeypatch):
     import yaml
 
     import data
-    import performance
+    from betavae.speed import switches as performance
 
     calls, pictures = [], []
     real = performance.resolve

@@ -25,43 +25,6 @@ def test_bernoulli_nll_sums_pixels_and_averages_batch():
     assert reconstruction_nll(x, logits, "bernoulli").item() == pytest.approx(2 * math.log(2))
 
 
-def test_fast_bce_is_torchs_binary_cross_entropy_with_its_gradient():
-    """BernoulliNLL (the fast_bce switch) against F.binary_cross_entropy_with_logits in float64, on logits from
-    -60 to 60 (where log σ(|l|) rounds to 0) and targets in [0, 1]: the same sum, the same gradient, gradcheck."""
-    from losses import BernoulliNLL
-
-    torch.manual_seed(0)
-    logits = torch.cat([torch.linspace(-60, 60, 241), torch.randn(271) * 5]).view(8, 1, 8, 8).double()
-    x = torch.rand(8, 1, 8, 8, dtype=torch.float64)
-    x[:4] = x[:4].round()                          # binary images as dSprites, grey levels as CelebA
-    logits.requires_grad_()
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
-    ours = BernoulliNLL.apply(logits, x)
-    assert ours.item() == pytest.approx(expected.item(), rel=1e-12)
-    want, = torch.autograd.grad(expected, logits)
-    got, = torch.autograd.grad(ours, logits)
-    assert torch.allclose(got, want, rtol=0, atol=1e-15)
-    assert torch.autograd.gradcheck(lambda t: BernoulliNLL.apply(t, x[:2]), (logits[:2].detach().requires_grad_(),))
-    single = logits.detach().float()               # float32: within the documented 4e-8 nats per pixel
-    error = BernoulliNLL.apply(single, x.float()).item() - expected.item()
-    assert abs(error) < 4e-8 * x.numel() + 1e-6 * expected.item()
-    assert reconstruction_nll(x, logits, "bernoulli", fast_bce=True).item() == pytest.approx(expected.item() / 8)
-
-
-def test_objectives_use_fast_bce_as_the_switch_says():
-    torch.manual_seed(0)
-    x, logits = torch.rand(4, 1, 8, 8).round(), torch.randn(4, 1, 8, 8, requires_grad=True)
-    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
-    on = beta_vae(x, logits, mu, logvar, mu, 0, Params(fast_bce=True, beta=1.0))
-    off = beta_vae(x, logits, mu, logvar, mu, 0, Params(fast_bce=False, beta=1.0))
-    auto_on_cpu = beta_vae(x, logits, mu, logvar, mu, 0, Params(beta=1.0))
-    assert "BernoulliNLLBackward" in str(on["recon"].grad_fn.next_functions) and \
-        "BernoulliNLL" not in str(off["recon"].grad_fn.next_functions)
-    assert "BernoulliNLLBackward" in str(auto_on_cpu["recon"].grad_fn.next_functions)
-    assert on["loss"].item() == pytest.approx(off["loss"].item(), rel=1e-6)
-    assert torch.equal(torch.autograd.grad(on["loss"], logits)[0], torch.autograd.grad(off["loss"], logits)[0])
-
-
 def test_gaussian_nll_with_std_one_over_root_two_is_summed_squared_error():
     x = torch.tensor([[0.2, 0.9, 0.5]])
     logits = torch.zeros(1, 3)                 # mean ½

@@ -8,7 +8,9 @@ import yaml
 
 import main
 import traverse
-from models import load_checkpoint
+from betavae.pictures import traversals
+from betavae.checkpoints import load_checkpoint
+import losses
 
 
 def run_args(tmp_path, name, steps=12, *extra):
@@ -60,12 +62,12 @@ def test_resume_continues_the_exact_loss_trajectory(tmp_path):
 
 def wrap_objective(monkeypatch, action):
     """Make the betaH objective call `action(step, terms)` so a test can interrupt a run at a chosen step."""
-    original = main.OBJECTIVES["betaH"]
+    original = losses.OBJECTIVES["betaH"]
 
     def wrapped(x, x_logits, mu, logvar, z, step, params):
         terms = original(x, x_logits, mu, logvar, z, step, params)
         return action(step, terms) or terms
-    monkeypatch.setitem(main.OBJECTIVES, "betaH", wrapped)
+    monkeypatch.setitem(losses.OBJECTIVES, "betaH", wrapped)
 
 
 def test_ctrl_c_saves_a_resumable_checkpoint_and_images(tmp_path, monkeypatch, capsys):
@@ -120,4 +122,4 @@ def test_traverse_rebuilds_the_model_from_the_checkpoint_alone(tmp_path, capsys)
 
 def test_highest_mean_latent_is_the_largest_absolute_mean():
     mu = torch.tensor([[0.1, -3.0, 1.0], [0.2, -2.0, 1.5]])
-    assert traverse.highest_mean_latent(mu) == 1
+    assert traversals.highest_mean_latent(mu) == 1

@@ -5,7 +5,7 @@ import torch
 import yaml
 
 import main
-import metrics
+from betavae.evaluation import metrics, protocol
 import traverse
 from models import VAE
 
@@ -192,7 +192,7 @@ def test_record_writes_every_score_by_step_and_skips_data_without_factors(tmp_pa
 
 @pytest.mark.filterwarnings("ignore:The number of unique classes")  # DCI on a few dozen points
 def test_a_run_and_traverse_write_metrics_yaml(tmp_path, monkeypatch):
-    monkeypatch.setattr(metrics, "SAMPLES", {"mig": 40, "split": 45, "beta_vae_train": 10, "beta_vae_eval": 6,
+    monkeypatch.setattr(protocol, "SAMPLES", {"mig": 40, "split": 45, "beta_vae_train": 10, "beta_vae_eval": 6,
                                              "factor_vae_variance": 30, "factor_vae_train": 10,
                                              "factor_vae_eval": 6, "group": 2, "poster_marginal": 40,
                                              "poster_entropy_draws": 20, "poster_per_value": 8})

@@ -6,7 +6,7 @@ import torch
 
 import main
 from losses import schedule_value
-from models import load_checkpoint
+from betavae.checkpoints import load_checkpoint
 
 TERMS = {"vae": {"recon", "kl", "beta"}, "betaH": {"beta", "beta_norm"}, "betaB": {"gamma", "capacity"},
          "factor": {"tc", "gamma", "discriminator_loss"}, "btcvae": {"mi", "tc", "dim_kl", "alpha", "beta", "gamma"},

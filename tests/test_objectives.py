@@ -4,10 +4,10 @@ import math
 import pytest
 import torch
 
-import main
 from losses import (OBJECTIVES, Discriminator, FactorObjective, covariance, discriminator_loss, discriminator_tc,
                     kl_decomposition, log_density_gaussian, log_importance_weights, make_objective, permute_dims)
 from params import PRESETS, Params, UserError, build_params
+from betavae.training import loop
 
 
 def batch(seed=0, size=8, dims=3):
@@ -161,7 +161,7 @@ def test_factor_objective_adds_gamma_times_tc_and_updates_its_discriminator_in_t
     model = VAE(1, 3)
     model_optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     before = [p.clone() for p in objective.discriminator.parameters()]
-    terms = main.train_step(model, model_optimizer, objective, torch.rand(8, 1, 64, 64).round(), 0, params)
+    terms = loop.train_step(model, model_optimizer, objective, torch.rand(8, 1, 64, 64).round(), 0, params)
     assert "discriminator_loss" in terms and "tc" in terms
     assert all(not torch.equal(a, b) for a, b in zip(before, objective.discriminator.parameters()))
     assert objective.optimizer.state_dict()["state"][0]["step"].item() == 1

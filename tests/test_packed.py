@@ -6,10 +6,12 @@ import pytest
 import torch
 
 import main
-import packed
+from betavae.scale import packed, packing
 from data import make_dataset
-from models import load_checkpoint, model_from_checkpoint
+from betavae.checkpoints import load_checkpoint, model_from_checkpoint
 from params import UserError, build_params, validate
+import models
+from betavae.training import loop, run_folder
 
 STEPS = 50
 
@@ -60,17 +62,17 @@ def test_a_pack_of_three_matches_the_three_trained_alone(tmp_path):
     pack = packed.Pack(params_list, dataset.channels, len(dataset), torch.device("cpu"))
     for k, params in enumerate(params_list):
         torch.manual_seed(params.seed)
-        solo_init = main.VAE(dataset.channels, params.latent_dim).state_dict()
+        solo_init = models.VAE(dataset.channels, params.latent_dim).state_dict()
         assert all(torch.equal(solo_init[name], pack.model_state(k)[name]) for name in solo_init), k
     alone, together = folders(tmp_path, "alone", 3), folders(tmp_path, "together", 3)
-    assert [main.train(p, dataset, d, torch.device("cpu")) for p, d in zip(params_list, alone)] == [0, 0, 0]
+    assert [loop.train(p, dataset, d, torch.device("cpu")) for p, d in zip(params_list, alone)] == [0, 0, 0]
     assert packed.train_pack(params_list, dataset, together, torch.device("cpu")) == [0, 0, 0]
     for k in range(3):
         a, b = load_checkpoint(os.path.join(alone[k], "checkpoint.pt")), \
             load_checkpoint(os.path.join(together[k], "checkpoint.pt"))
         assert set(a) == set(b) and a["step"] == b["step"] == STEPS
         torch.manual_seed(params_list[k].seed)
-        init = main.VAE(dataset.channels, params_list[k].latent_dim).state_dict()
+        init = models.VAE(dataset.channels, params_list[k].latent_dim).state_dict()
         assert relative_difference(a["model"], b["model"], init) < 0.05, k
         assert list(a["optimizer"]["state"]) == list(b["optimizer"]["state"])
         assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
@@ -102,8 +104,8 @@ def test_a_pack_resumes_exactly_and_its_models_resume_alone(tmp_path):
         steps = [int(line.split(",")[0]) for line in open(os.path.join(b, "log.csv")).read().splitlines()[1:]]
         assert steps == [10, 20, 25, 30, 40, 50]          # the half run's last row, then no duplicates
         assert last_row(a) == last_row(b)
-        assert isinstance(model_from_checkpoint(cb), main.VAE)  # traverse.py's way in
-    main.write_params(whole[0], params_list[0], torch.device("cpu"), [])
+        assert isinstance(model_from_checkpoint(cb), models.VAE)  # traverse.py's way in
+    run_folder.write_params(whole[0], params_list[0], torch.device("cpu"), [])
     assert main.main(["--resume", whole[0], "--set", f"steps={STEPS + 4}"]) == 0  # a packed model goes on alone
     assert load_checkpoint(os.path.join(whole[0], "checkpoint.pt"))["step"] == STEPS + 4
 
@@ -132,13 +134,13 @@ def test_pack_param_must_be_a_positive_int_or_auto(tmp_path, value):
 def test_auto_pack_measures_and_caches(tmp_path, monkeypatch):
     params = base_params(tmp_path, "pack=auto")
     dataset = make_dataset(params, "cpu")
-    monkeypatch.setattr(packed, "AUTO_CANDIDATES", {"cpu": (1, 2)})
-    monkeypatch.setattr(packed, "_AUTO_CACHE", {})
-    chosen = packed.resolve_pack(params, dataset, torch.device("cpu"))
-    assert chosen in (1, 2) and list(packed._AUTO_CACHE.values()) == [chosen]
-    monkeypatch.setattr(packed, "measure", lambda *_: pytest.fail("measured twice"))
-    assert packed.resolve_pack(params, dataset, torch.device("cpu")) == chosen
-    assert packed.resolve_pack(dataclasses.replace(params, pack=3), dataset, torch.device("cpu")) == 3
+    monkeypatch.setattr(packing, "AUTO_CANDIDATES", {"cpu": (1, 2)})
+    monkeypatch.setattr(packing, "_AUTO_CACHE", {})
+    chosen = packing.resolve_pack(params, dataset, torch.device("cpu"))
+    assert chosen in (1, 2) and list(packing._AUTO_CACHE.values()) == [chosen]
+    monkeypatch.setattr(packing, "measure", lambda *_: pytest.fail("measured twice"))
+    assert packing.resolve_pack(params, dataset, torch.device("cpu")) == chosen
+    assert packing.resolve_pack(dataclasses.replace(params, pack=3), dataset, torch.device("cpu")) == 3
 
 
 def test_bench_pack_times_each_pack_size_against_one_after_another(tmp_path, capsys):

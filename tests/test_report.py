@@ -7,8 +7,8 @@ import yaml
 from torchvision.utils import save_image
 
 import main
-import plots
-import report
+from betavae.pictures import plots
+from betavae.pictures import report
 
 LOG = ("step,loss,recon,kl,tc,beta,capacity,kl_0,kl_1,kl_2\n"
        "10,90.0,80.0,10.0,-0.5,1.0,0.0,5.0,4.0,1.0\n"

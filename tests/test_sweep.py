@@ -9,8 +9,10 @@ import yaml
 
 import main
 import sweep
-import sweep_report
+from betavae.pictures import sweep_report
 from params import Params, UserError
+from betavae.scale import sweep_spec, sweeping
+from betavae.training import loop, run_folder
 
 TINY = ["steps=4", "batch_size=16", "log_every=2", "sample_every=2", "checkpoint_every=2", "traverse_samples=40",
         "device=cpu", "metrics=false", "factor_samples=0", "lr=0.001", "pack=1"]
@@ -22,7 +24,7 @@ def tiny_args(tmp_path, *extra):
 
 
 def test_grid_times_zip_gives_the_product_with_readable_names():
-    points = sweep.expand(Params(), {"seed": [0, 1], "beta": [4.0, 0.5]},
+    points = sweep_spec.expand(Params(), {"seed": [0, 1], "beta": [4.0, 0.5]},
                           [{"beta_start": [100.0, 0.0], "anneal_steps": [40, 10]}])
     assert len(points) == 8
     assert points[0].name == "beta=4,beta_start=100,anneal_steps=40,seed=0"   # seed varies last
@@ -37,10 +39,10 @@ def test_cli_grid_zip_and_set_parse_into_a_spec(tmp_path):
                       "zip: {lr: [0.001, 0.01], seed: [3, 4]}\n")
     args = sweep.parse_args(["--config", str(config), "--grid", "batch_size=8,16", "--set", "steps=5", "log_every=1",
                              "--set", "beta=3"])
-    spec = sweep.load_spec(args)
-    base = sweep.base_params(spec)
+    spec = sweep_spec.load_spec(args)
+    base = sweep_spec.base_params(spec)
     assert (base.steps, base.log_every, base.latent_dim, base.lr) == (5, 1, 6, 5e-4)   # demo's lr, file's latent_dim
-    assert len(sweep.expand(base, spec["grid"], spec["zip"])) == 2 * 2 * 2
+    assert len(sweep_spec.expand(base, spec["grid"], spec["zip"])) == 2 * 2 * 2
 
 
 @pytest.mark.parametrize("bad", [["--grid", "betta=1,2"], ["--grid", "beta=a,b"], ["--grid", "beta="],
@@ -127,7 +129,7 @@ def test_resume_finishes_a_partial_point_from_its_checkpoint(tmp_path):
 
 
 def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path, monkeypatch):
-    real_train = main.train
+    real_train = loop.train
 
     def train(params, dataset, run_dir, device, checkpoint=None):
         if params.beta == 2.0:
@@ -136,7 +138,7 @@ def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path, monkeypatch
             return 1
         return real_train(params, dataset, run_dir, device, checkpoint)
 
-    monkeypatch.setattr(main, "train", train)
+    monkeypatch.setattr(loop, "train", train)
     assert sweep.main_(tiny_args(tmp_path, "--grid", "beta=1,2,3")) == 1
     rows = {r["point"]: r for r in read_csv(tmp_path / "s" / "sweep.csv")}
     assert rows["beta=2"]["status"] == "failed" and "non-finite" in rows["beta=2"]["reason"]
@@ -145,7 +147,7 @@ def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path, monkeypatch
 
 def test_ctrl_c_stops_the_sweep_with_a_resume_command(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(main, "train", lambda *a, **k: calls.append(1) or 130)
+    monkeypatch.setattr(loop, "train", lambda *a, **k: calls.append(1) or 130)
     assert sweep.main_(tiny_args(tmp_path, "--grid", "beta=1,2")) == 130
     assert len(calls) == 1 and "python sweep.py --resume" in capsys.readouterr().err
     assert yaml.safe_load((tmp_path / "s" / "beta=1" / "status.yaml").read_text())["status"] == "stopped"
@@ -153,14 +155,14 @@ def test_ctrl_c_stops_the_sweep_with_a_resume_command(tmp_path, monkeypatch, cap
 
 def test_run_points_builds_each_dataset_once(tmp_path, monkeypatch):
     built = []
-    monkeypatch.setattr(sweep, "make_dataset", lambda params, device: built.append(params.data_dir) or object())
-    monkeypatch.setattr(main, "train", lambda *a, **k: 0)
-    monkeypatch.setattr(main, "write_params", lambda *a, **k: None)
-    points = sweep.expand(Params(data_dir=str(tmp_path), pack=1), {"beta": [1.0, 2.0], "seed": [0, 1]}, [])
-    results = sweep.run_points(points, "cpu", out=str(tmp_path / "out"))
+    monkeypatch.setattr(sweeping, "make_dataset", lambda params, device: built.append(params.data_dir) or object())
+    monkeypatch.setattr(loop, "train", lambda *a, **k: 0)
+    monkeypatch.setattr(run_folder, "write_params", lambda *a, **k: None)
+    points = sweep_spec.expand(Params(data_dir=str(tmp_path), pack=1), {"beta": [1.0, 2.0], "seed": [0, 1]}, [])
+    results = sweeping.run_points(points, "cpu", out=str(tmp_path / "out"))
     assert [r.status for r in results] == ["done"] * 4 and built == [str(tmp_path)]
 
 
 def test_unknown_sweep_preset_is_a_user_error():
     with pytest.raises(UserError):
-        sweep.base_params({"preset": "missing", "set": {}})
+        sweep_spec.base_params({"preset": "missing", "set": {}})

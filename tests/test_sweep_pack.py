@@ -6,7 +6,7 @@ import signal
 import torch
 import yaml
 
-import packed
+from betavae.scale import packed
 import sweep
 from test_sweep import tiny_args
 

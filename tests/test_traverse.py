@@ -7,9 +7,11 @@ from PIL import Image
 from torch import nn
 
 import data
-import factors
+from betavae.pictures import factors
 import traverse
-from models import VAE, save_checkpoint
+from betavae.pictures import traversals
+from betavae.checkpoints import save_checkpoint
+from models import VAE
 from params import Params
 
 
@@ -52,18 +54,18 @@ def known_model():
 
 def test_latent_grid_rows_are_sorted_by_known_kl_and_inactive_ones_hidden(tmp_path):
     model, x = known_model(), torch.zeros(6, 1, 64, 64)
-    assert traverse.save_latent_grid(model, x, str(tmp_path / "grid.png"), points=5) == [1, 3, 0, 2]
+    assert traversals.save_latent_grid(model, x, str(tmp_path / "grid.png"), points=5) == [1, 3, 0, 2]
     assert (tmp_path / "grid.png").is_file()
-    kept = traverse.save_latent_grid(model, x, str(tmp_path / "active.png"), points=5, active_kl=0.01,
+    kept = traversals.save_latent_grid(model, x, str(tmp_path / "active.png"), points=5, active_kl=0.01,
                                      hide_inactive=True)
     assert kept == [1, 3, 0]  # KL 0.005 < 0.01
-    assert traverse.save_latent_grid(model, x, str(tmp_path / "chosen.png"), points=5, dims=[2, 0]) == [2, 0]
+    assert traversals.save_latent_grid(model, x, str(tmp_path / "chosen.png"), points=5, dims=[2, 0]) == [2, 0]
 
 
 def test_traverse_rows_change_only_the_row_latent():
     model = known_model()
-    values = traverse.traversal_values("sigma", 2.0, 5, torch.zeros(4), torch.ones(4), torch.zeros(1, 4))
-    rows = traverse.traverse_rows(model, torch.zeros(4), values, [1, 3])
+    values = traversals.traversal_values("sigma", 2.0, 5, torch.zeros(4), torch.ones(4), torch.zeros(1, 4))
+    rows = traversals.traverse_rows(model, torch.zeros(4), values, [1, 3])
     assert rows.shape == (2, 5, 1, 64, 64)
     steps = torch.linspace(-2, 2, 5)
     torch.testing.assert_close(rows[0, :, 0, 0, 0], torch.sigmoid(0.5 * steps))
@@ -73,31 +75,31 @@ def test_traverse_rows_change_only_the_row_latent():
 def test_traversal_ranges_in_closed_form():
     mean, std = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.5])
     observed = torch.tensor([[-1.0, 3.0], [2.0, 5.0], [0.5, 4.0]])
-    sigma = traverse.traversal_values("sigma", 3.0, 3, mean, std, observed)
+    sigma = traversals.traversal_values("sigma", 3.0, 3, mean, std, observed)
     torch.testing.assert_close(sigma, torch.tensor([[-3.0, 0.0, 3.0], [-0.5, 1.0, 2.5]]))
-    quantile = traverse.traversal_values("quantile", 0.05, 2, mean, std, observed)
+    quantile = traversals.traversal_values("quantile", 0.05, 2, mean, std, observed)
     torch.testing.assert_close(quantile, torch.tensor([[-1.6449, 1.6449], [1 - 0.82243, 1 + 0.82243]]), atol=1e-4,
                                rtol=0)
-    torch.testing.assert_close(traverse.traversal_values("observed", 0, 2, mean, std, observed),
+    torch.testing.assert_close(traversals.traversal_values("observed", 0, 2, mean, std, observed),
                                torch.tensor([[-1.0, 2.0], [3.0, 5.0]]))
-    assert traverse.parse_range("sigma") == ("sigma", 3.0)
-    assert traverse.parse_range("quantile:0.1") == ("quantile", 0.1) and traverse.parse_range("observed")[0] == "observed"
+    assert traversals.parse_range("sigma") == ("sigma", 3.0)
+    assert traversals.parse_range("quantile:0.1") == ("quantile", 0.1) and traversals.parse_range("observed")[0] == "observed"
     for bad in ("sigma:-1", "quantile:0.7", "box:3", "sigma:x"):
         with pytest.raises(Exception, match="not understood"):
-            traverse.parse_range(bad)
+            traversals.parse_range(bad)
 
 
 def test_highest_mean_traversal_picks_the_largest_absolute_mean_not_the_largest_kl(tmp_path):
     model, x = known_model(), torch.zeros(6, 1, 64, 64)
-    assert traverse.save_highest_mean_traversal(model, x, str(tmp_path / "h.png"), points=4) == 3
+    assert traversals.save_highest_mean_traversal(model, x, str(tmp_path / "h.png"), points=4) == 3
     assert Image.open(tmp_path / "h.png").size == (4 * 66 + 2, 66 + 2)  # one row of 4 images, 2 px padding
 
 
 def test_gif_has_a_frame_per_point_forth_and_back(tmp_path):
     model = known_model()
-    values = traverse.traversal_values("sigma", 3.0, 6, torch.zeros(4), torch.ones(4), torch.zeros(1, 4))
-    rows = traverse.traverse_rows(model, torch.zeros(4), values, [0, 1, 3])
-    assert traverse.save_gif(rows, str(tmp_path / "t.gif")) == 10
+    values = traversals.traversal_values("sigma", 3.0, 6, torch.zeros(4), torch.ones(4), torch.zeros(1, 4))
+    rows = traversals.traverse_rows(model, torch.zeros(4), values, [0, 1, 3])
+    assert traversals.save_gif(rows, str(tmp_path / "t.gif")) == 10
     with Image.open(tmp_path / "t.gif") as gif:
         assert gif.n_frames == 10 and gif.size == (2 * (3 * 66 + 2), 2 * (66 + 2))
 

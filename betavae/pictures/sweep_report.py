@@ -9,12 +9,10 @@ import os
 import re
 import urllib.parse
 
-import matplotlib
+import numpy as np
+import yaml
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
+from betavae.pictures.plots import subplots
 
 # main.train's line, or train_pack's (aggregate model-steps/s of a pack of K: each model ran at 1/K of it).
 TRAINED = re.compile(r"trained (\d+) steps in ([\d.]+) s(?: in a pack of (\d+))?: ([\d.]+) (?:model-)?steps/s")
@@ -89,7 +87,7 @@ def plot_tradeoff(path: str, keys: list[str], rows: list[dict], metrics: list[st
     x_key = next((k for k in swept if numeric([r[k] for r in rows])), swept[0] if swept else None)
     line_key = next((k for k in swept if k != x_key), None)
     quantities = ["recon", "kl"] + metrics
-    fig, axes = plt.subplots(1, len(quantities), figsize=(3.2 * len(quantities), 3.0), squeeze=False)
+    fig, axes = subplots(1, len(quantities), figsize=(3.2 * len(quantities), 3.0), squeeze=False)
     for ax, quantity in zip(axes[0], quantities):
         for line in sorted({r[line_key] for r in rows} if line_key else {None}, key=str):
             subset = [r for r in rows if (line_key is None or r[line_key] == line) and quantity in r]
@@ -112,7 +110,6 @@ def plot_tradeoff(path: str, keys: list[str], rows: list[dict], metrics: list[st
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=80, metadata={"Software": None})
-    plt.close(fig)
 
 
 def summarise(keys: list[str], rows: list[dict], metrics: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -190,9 +187,3 @@ def write_report(sweep_dir: str) -> None:
     with open(os.path.join(sweep_dir, "sweep.html"), "w") as f:
         f.write(page)
 
-
-if __name__ == "__main__":
-    import sys
-
-    write_report(sys.argv[1])
-    print(f"report: {sys.argv[1]}/sweep.html")

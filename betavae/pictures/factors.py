@@ -9,11 +9,9 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from betavae.pictures.plots import subplots
 
 POSITION = ("posX", "posY")
 # Draws of the other factors per factor value behind factor_means*.png: the standard error of each plotted mean is
@@ -92,7 +90,7 @@ def save_heatmaps(maps: torch.Tensor, dims: list[int], kl: torch.Tensor, path: s
     """One panel per latent: its mean μ over sprite positions, with its own colour scale."""
     columns = min(5, len(dims))
     lines = -(-len(dims) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(2.2 * columns + 0.4, 2.3 * lines + 0.3), dpi=100,
+    figure, axes = subplots(lines, columns, figsize=(2.2 * columns + 0.4, 2.3 * lines + 0.3), dpi=100,
                                 squeeze=False)
     for axis in axes.flat[len(dims):]:
         axis.set_axis_off()
@@ -105,14 +103,13 @@ def save_heatmaps(maps: torch.Tensor, dims: list[int], kl: torch.Tensor, path: s
     figure.suptitle("mean μ over (posX, posY), other factors averaged", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def save_factor_plot(means: dict[str, torch.Tensor], dims: list[int], kl: torch.Tensor, path: str,
                      spreads: dict[str, torch.Tensor] | None = None, draws: int | None = None) -> None:
     """One panel per factor: mean μ of each shown latent against the factor's class index, with a shaded band of
     ±1 std of μ over the draws of the other factors when `spreads` ({name: [size, D]}) is given."""
-    figure, axes = plt.subplots(1, len(means), figsize=(3.4 * len(means), 3.0), dpi=100, squeeze=False)
+    figure, axes = subplots(1, len(means), figsize=(3.4 * len(means), 3.0), dpi=100, squeeze=False)
     for axis, (name, values) in zip(axes[0], means.items()):
         for d in dims:
             line, = axis.plot(range(len(values)), values[:, d].numpy(), marker="o" if len(values) < 10 else None,
@@ -127,7 +124,6 @@ def save_factor_plot(means: dict[str, torch.Tensor], dims: list[int], kl: torch.
         figure.suptitle(f"mean μ over {draws} draws of the other factors per value; band ±1 std of μ", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def save_factor_pictures(encoder: Callable, dataset, folder: str, tag: str, kl: torch.Tensor, active_kl: float,

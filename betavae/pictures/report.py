@@ -9,12 +9,11 @@ import datetime
 import html
 import os
 import re
-import sys
 import tempfile
 
 import yaml
 
-import plots
+from betavae.pictures import plots
 
 # Pictures named <kind>_stepNNNNNN.png|gif, shown in this order with these captions; kinds not listed come after.
 KINDS = {
@@ -183,15 +182,6 @@ def refresh(run_dir: str, active_kl: float = 0.01) -> str:
     return write_report(run_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not os.path.isdir(argv[0]):
-        print("error: pass one run folder written by main.py, e.g. python report.py predictions/<run>.", file=sys.stderr)
-        return 2
-    params = _read_yaml(os.path.join(argv[0], "params.yaml")).get("params", {})
-    print(f"wrote {refresh(argv[0], float(params.get('active_kl', 0.01)))}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def active_kl_of(run_dir: str) -> float:
+    """The run's active_kl from its params.yaml (0.01 when it has none)."""
+    return float(_read_yaml(os.path.join(run_dir, "params.yaml")).get("params", {}).get("active_kl", 0.01))

@@ -1,17 +1,20 @@
-"""Speed switches: resolve the params' "auto" performance settings per device and apply them to a run."""
+"""Speed switches: each "auto" resolved per device, then applied to a run once (threads, memory, kernels, compile)."""
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import importlib.util
 import sys
+from typing import Callable
 
 import torch
 
-from params import Params, UserError
+from betavae.errors import UserError
+from betavae.speed import kernels
+from params import SPEED_SWITCHES, Params
 
-SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "flush_denormal", "output_gemm",
-            "fused_deconv", "fused_conv", "fast_bce")
+SWITCHES = SPEED_SWITCHES
+
 
 def _cpu_probe(name: str) -> bool:
     probe = getattr(torch.cpu, name, None)  # private, so probed; absent in older torch
@@ -33,35 +36,15 @@ def cpu_has_fast_bf16() -> bool:
     return cpu_has_amx() or _cpu_probe("_is_avx512_bf16_supported")
 
 
-# What "auto" means on each device type. CPU: measured with bench.py at batch 64 on the 2-core development
-# machine (Xeon with AMX), each switch interleaved with the reference loop. amp=bf16: 1.65x the reference at
-# batch 64 (0.98x without it; the decoder's output layer stays float32, see models.Decoder), final loss 0.9%
-# from fp32 in `bench.py --check-numerics`, so on where the CPU has AMX. On a 2-core AMD EPYC with AVX-512 BF16
-# and no AMX (quiet, before output_gemm and with the reference in ours' process): 1.40x the reference at batch 64
-# and 1.73x at 256, against 1.07x and 1.31x in fp32, so on there too (numerics and the figures with each loop
-# in its own process: README "Speed"). AVX2-only CPUs have no bf16 convolutions (not measured), so off.
-# channels_last: 1.21x the reference under heavy load where the same run without it gave 0.98x; on a quieter machine about 1.05x with it and 0.99x without.
-# compile: 0.86x after 59 s of compilation in fp32, and 2.30x against 2.50x without it in bf16, so off.
-# flush_denormal and fused_adam: the same final loss as plain fp32 in `bench.py --check-numerics`; no
-# speed difference separable from the noise, kept on because denormals, where they appear, cost x86 CPUs
-# microcode-speed arithmetic. output_gemm (models.OneChannelTransposedConv): the 1-channel output layer as a matrix
-# multiply, 9.6 -> 6.0 ms forward and backward at batch 64 on the 2-core AMD EPYC, the same function (a few float
-# roundings apart); off on CUDA, whose cuDNN kernels were not measured. fused_deconv and fused_conv
-# (models.ConvStack: the decoder's and the encoder's convolutions and ReLUs as one op each, ReLU masks applied in
-# place, the transposed layers' backward through forward convolutions, which oneDNN runs faster) and fast_bce
-# (losses.BernoulliNLL: torch's Bernoulli loss spends 1.5 ms in log1p where sigmoid and log take 0.4): on the 2-core
-# AMD EPYC in float32 at batch 64, ours ran 37.1-40.7 steps/s with both stacks and 30.3-31.3 without them (bench.py,
-# README "Speed"); the encoder's stack alone made no difference separable from the noise (38.1, 42.1 steps/s with it
-# off) and stays on, the same function; all three off on CUDA (not measured). CUDA: the standard recipe for a small
-# overhead-bound network, NOT measured here (no GPU was available): re-run bench.py on a GPU and change it if the
-# figures disagree.
+# What "auto" means on each device type; each CPU choice is measured with bench.py (docs/speed.md gives the figures,
+# the command and the CPU). amp (bf16 autocast, the decoder's output layer kept in float32) where the CPU has native
+# bf16; channels_last, fused_adam, fused_deconv and fused_conv on CPU. CUDA: the standard recipe for a small overhead-bound
+# network, not measured here (no GPU was available): run bench.py on a GPU and change it if its figures disagree.
 AUTO = {
     "cpu": {"compile": False, "amp": "bf16" if cpu_has_fast_bf16() else False, "channels_last": True,
-            "fused_adam": True, "cuda_graphs": False, "flush_denormal": True, "output_gemm": True,
-            "fused_deconv": True, "fused_conv": True, "fast_bce": True},
+            "fused_adam": True, "cuda_graphs": False, "fused_deconv": True, "fused_conv": True},
     "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
-             "flush_denormal": False, "output_gemm": False, "fused_deconv": False,
-             "fused_conv": False, "fast_bce": False},
+             "fused_deconv": False, "fused_conv": False},
 }
 
 
@@ -85,27 +68,29 @@ def resolve(params: Params, device: torch.device | str) -> dict[str, object]:
     return settings
 
 
-def prepare_performance(model: torch.nn.Module, params: Params, device: torch.device | str,
-                        settings: dict[str, object] | None = None) -> dict[str, object]:
-    """Apply the run-wide settings once, before the first step: threads, denormal flushing, memory format and
-    compilation of `model` (in place, so state_dict keys and checkpoints are unchanged). Returns the resolved
-    settings (`settings` when given, already resolved once at start-up); build the optimiser afterwards with
-    `adam_options(settings)`."""
+def prepare(model: torch.nn.Module, params: Params, device: torch.device | str,
+            settings: dict[str, object] | None = None, say: Callable[[str], object] = print) -> dict[str, object]:
+    """Apply the run-wide settings once, before the first step: threads, glibc's freed memory,
+    memory format, the CPU kernels (kernels.plug_in: only where the model's layers match them) and compilation of
+    `model`, in place, so state_dict keys and checkpoints are unchanged. Returns the settings in force (a kernel
+    switch that did not fit the model turned off); build the optimiser afterwards with `adam_options(settings)`."""
+    settings = apply_process_settings(params, device, settings)
+    if settings["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    settings = kernels.plug_in(model, settings, say)
+    if settings["compile"]:
+        model.compile(mode="reduce-overhead" if settings["cuda_graphs"] else None)
+    return settings
+
+
+def apply_process_settings(params: Params, device: torch.device | str,
+                           settings: dict[str, object] | None = None) -> dict[str, object]:
+    """The process-wide part of `prepare` (threads, glibc's freed memory); returns the settings."""
     settings = resolve(params, device) if settings is None else settings
     if settings["threads"] > 0:
         torch.set_num_threads(settings["threads"])
-    # Weights and gradients drift into the denormal range late in training, and x86 CPUs handle denormals
-    # in microcode, many times slower than normal floats; flushing them to zero costs no accuracy that matters here.
-    torch.set_flush_denormal(settings["flush_denormal"])
     if torch.device(device).type == "cpu":
         keep_freed_memory()
-    if settings["channels_last"]:
-        model.to(memory_format=torch.channels_last)
-    model.decoder.output_gemm = bool(settings["output_gemm"])
-    model.decoder.fused_deconv = bool(settings["fused_deconv"])
-    model.encoder.fused_conv = bool(settings["fused_conv"])
-    if settings["compile"]:
-        model.compile(mode="reduce-overhead" if settings["cuda_graphs"] else None)
     return settings
 
 

@@ -1,15 +1,7 @@
-"""Validation loss: the training objective on a dataset's held-out split, logged to val.csv and drawn beside the training loss."""
+"""Validation loss: the training objective on a dataset's held-out split, logged to val.csv (drawn by plots.py)."""
 from __future__ import annotations
 
-import os
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from plots import read_log  # noqa: E402
+import torch
 
 
 def held_out(dataset):
@@ -47,31 +39,7 @@ def validation_loss(model, objective, dataset, step: int, params, batch_size: in
 
 
 def log_validation(model, objective, dataset, step: int, params, log) -> None:
-    """Append the validation row for `step` to `log` (a main.CsvLog on val.csv) when the dataset has a held-out split."""
+    """Append the validation row for `step` to `log` (a CsvLog on val.csv) when the dataset has a held-out split."""
     row = validation_loss(model, objective, dataset, step, params)
     if row is not None:
         log.write(row)
-
-
-def plot_validation(run_dir: str) -> str | None:
-    """validation.png: each training loss term (log.csv) with its held-out counterpart (val.csv); None without val.csv."""
-    val_path, train_path = os.path.join(run_dir, "val.csv"), os.path.join(run_dir, "log.csv")
-    if not (os.path.exists(val_path) and os.path.exists(train_path)):
-        return None
-    held, train = read_log(val_path), read_log(train_path)
-    if not held.get("step"):
-        return None
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
-    for index, name in enumerate(k[4:] for k in held if k.startswith("val_")):
-        colour = f"C{index}"
-        if name in train:
-            axis.plot(train["step"], train[name], color=colour, alpha=0.6, label=f"{name} (training batches)")
-        axis.plot(held["step"], held[f"val_{name}"], color=colour, marker="o", linestyle="--",
-                  label=f"{name} (held out)")
-    axis.set_xlabel("step"), axis.set_ylabel("nats per image"), axis.set_yscale("symlog")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    path = os.path.join(run_dir, "validation.png")
-    figure.savefig(path)
-    plt.close(figure)
-    return path

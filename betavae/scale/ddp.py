@@ -1,6 +1,8 @@
-"""Data-parallel training of one model under torchrun: process group, batch split, run-folder sharing, agreed stops."""
+"""torchrun in one place: ranks, the process group, broadcast and gather, and data-parallel training of one model
+(batch split, run-folder sharing, agreed stops). A sweep under torchrun joins the group without DDP."""
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
@@ -26,21 +28,47 @@ def rank() -> int:
     return dist.get_rank() if ACTIVE[0] else 0
 
 
-def setup(batch_size: int, device: torch.device) -> torch.device:
-    """Join torchrun's process group (nccl on CUDA, one GPU per process; gloo on CPU); returns this rank's device.
+def launch_rank() -> tuple[int, int]:
+    """(rank, world size) that torchrun gave this process (env RANK, WORLD_SIZE); (0, 1) for a plain run."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)
 
-    The global batch stays batch_size, so each rank draws batch_size / world_size images of it."""
-    world = int(os.environ["WORLD_SIZE"])
-    if batch_size % world:
-        raise UserError(f"batch_size={batch_size} does not split over {world} processes; use a multiple of {world} "
-                        f"(the batch is global: each process trains on batch_size / {world} images).")
+
+def join_group(device: torch.device, timeout: datetime.timedelta | None = None) -> torch.device:
+    """Join torchrun's process group (nccl on CUDA, one GPU per local rank; gloo on CPU); returns this rank's
+    device."""
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                **({"timeout": timeout} if timeout is not None else {}))
+    return device
+
+
+def setup(batch_size: int, device: torch.device) -> torch.device:
+    """Train one model data-parallel over the group; returns this rank's device. The global batch stays
+    batch_size, so each rank draws batch_size / world_size images of it."""
+    world = int(os.environ["WORLD_SIZE"])
+    if batch_size % world:
+        raise UserError(f"batch_size={batch_size} does not split over {world} processes; use a multiple of {world} "
+                        f"(the batch is global: each process trains on batch_size / {world} images).")
+    device = join_group(device)
     ACTIVE[0] = True
     return device
+
+
+def broadcast(message: list) -> list:
+    """Rank 0's list of picklable values, on every rank."""
+    dist.broadcast_object_list(message, src=0)
+    return message
+
+
+def gather(value) -> list:
+    """Every rank's value, in rank order, on every rank (a barrier)."""
+    everyone = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, value)
+    return everyone
 
 
 def share_run_dir(make) -> str:
@@ -52,7 +80,7 @@ def share_run_dir(make) -> str:
             message = [make(), None]
         except UserError as error:
             message = [None, str(error)]
-    dist.broadcast_object_list(message, src=0)
+    message = broadcast(message)
     if message[1] is not None:
         raise UserError(message[1])
     return message[0]
@@ -86,7 +114,7 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def finish() -> None:
-    """Leave the process group at the end of main (no-op for a single process)."""
-    if ACTIVE[0]:
+    """Leave the process group (no-op for a single process)."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-        ACTIVE[0] = False
+    ACTIVE[0] = False

@@ -5,10 +5,15 @@ import csv
 import math
 import os
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+
+def subplots(rows: int = 1, columns: int = 1, *, figsize=None, dpi=None, **options):
+    """A new figure and its axes, as pyplot.subplots makes them, without pyplot: no backend, no global state,
+    nothing to close (Figure.savefig draws with Agg)."""
+    figure = Figure(figsize=figsize, dpi=dpi)
+    return figure, figure.subplots(rows, columns, **options)
+
 
 # Weight schedules a log may hold (which ones depends on the objective), drawn on a second axis, not as losses.
 SCHEDULES = {"beta": "β", "capacity": "C (nats)"}
@@ -46,7 +51,7 @@ def _schedule_axis(axis, columns: dict) -> None:
 
 def plot_losses(columns: dict, path: str) -> None:
     """Every loss term over steps (symlog: terms differ by orders of magnitude and some may be negative)."""
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    figure, axis = subplots(figsize=(7, 4), dpi=110)
     for name in loss_columns(columns):
         axis.plot(columns["step"], columns[name], label=name)
     axis.set_xlabel("step"), axis.set_ylabel("nats per image"), axis.set_yscale("symlog")
@@ -54,12 +59,11 @@ def plot_losses(columns: dict, path: str) -> None:
     _schedule_axis(axis, columns)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def plot_kl_per_dim(columns: dict, path: str) -> None:
     """KL of each latent dimension to the prior over steps, with the β or C schedule (the poster's Fig. 3)."""
-    figure, axis = plt.subplots(figsize=(7, 4), dpi=110)
+    figure, axis = subplots(figsize=(7, 4), dpi=110)
     for name in kl_columns(columns):
         axis.plot(columns["step"], columns[name], label=f"z{name[3:]}")
     axis.set_xlabel("step"), axis.set_ylabel("KL to the prior (nats)")
@@ -67,14 +71,13 @@ def plot_kl_per_dim(columns: dict, path: str) -> None:
     _schedule_axis(axis, columns)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def plot_final_kl(columns: dict, path: str, active_kl: float = 0.01) -> None:
     """The last logged KL per dimension as bars, the activity threshold as a line."""
     names = kl_columns(columns)
     values = [columns[k][-1] for k in names]
-    figure, axis = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2), dpi=110)
+    figure, axis = subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2), dpi=110)
     axis.bar(range(len(names)), values, color=["C0" if v >= active_kl else "0.7" for v in values])
     axis.axhline(active_kl, color="black", linewidth=0.8, linestyle=":", label=f"active threshold {active_kl:g}")
     axis.set_xticks(range(len(names)), [f"z{k[3:]}" for k in names], fontsize=8)
@@ -82,7 +85,6 @@ def plot_final_kl(columns: dict, path: str, active_kl: float = 0.01) -> None:
     axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path)
-    plt.close(figure)
 
 
 def plot_log(path: str, out_dir: str, active_kl: float = 0.01) -> list[str]:
@@ -100,3 +102,26 @@ def plot_log(path: str, out_dir: str, active_kl: float = 0.01) -> list[str]:
         written.append(os.path.join(out_dir, "kl_final.png"))
         plot_final_kl(columns, written[-1], active_kl)
     return written
+
+
+def plot_validation(run_dir: str) -> str | None:
+    """validation.png: each training loss term (log.csv) with its held-out counterpart (val.csv); None without val.csv."""
+    val_path, train_path = os.path.join(run_dir, "val.csv"), os.path.join(run_dir, "log.csv")
+    if not (os.path.exists(val_path) and os.path.exists(train_path)):
+        return None
+    held, train = read_log(val_path), read_log(train_path)
+    if not held.get("step"):
+        return None
+    figure, axis = subplots(figsize=(7, 4), dpi=110)
+    for index, name in enumerate(k[4:] for k in held if k.startswith("val_")):
+        colour = f"C{index}"
+        if name in train:
+            axis.plot(train["step"], train[name], color=colour, alpha=0.6, label=f"{name} (training batches)")
+        axis.plot(held["step"], held[f"val_{name}"], color=colour, marker="o", linestyle="--",
+                  label=f"{name} (held out)")
+    axis.set_xlabel("step"), axis.set_ylabel("nats per image"), axis.set_yscale("symlog")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = os.path.join(run_dir, "validation.png")
+    figure.savefig(path)
+    return path

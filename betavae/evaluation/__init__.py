@@ -1,0 +1,1 @@
+"""Scores of a trained model: disentanglement metrics and the held-out loss."""

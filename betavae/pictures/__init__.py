@@ -1,0 +1,1 @@
+"""Figures of a run or a sweep: reconstructions, traversals, factor pictures, log plots and HTML reports."""

@@ -1,0 +1,1 @@
+"""Where images come from: dSprites' renderer and file, CelebA's folders."""

@@ -1,0 +1,1 @@
+"""One run's training: its folder, the loop, and the lifecycle pieces the single and the packed loop share."""
