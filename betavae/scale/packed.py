@@ -208,9 +208,9 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
                 step += 1
                 bar.update(1)
                 for k, (params, out) in enumerate(zip(params_list, outs)):
-                    windows[k].add(terms[k])
-                    if codes[k] is not None:
+                    if codes[k] is not None:                # a model that failed keeps stepping, unlogged
                         continue
+                    windows[k].add(terms[k])
                     if step == 1 and not resumed:
                         out.say(f"first training step done {time.perf_counter() - loop.START:.1f} s after start "
                                 f"(imports included; packed with {size - 1} other models)")
