@@ -63,7 +63,7 @@ def mig(codes: np.ndarray, factors: np.ndarray) -> float:
 
 
 def aam_from_information(information: np.ndarray) -> float:
-    """Axis-alignment metric, Eq. (2) of Dubois et al.'s poster (seeds/002), from I[z_j; v_k] [D, K]: per factor,
+    """Axis-alignment metric, Eq. (2) of Dubois et al. 2019 (poster), from I[z_j; v_k] [D, K]: per factor,
     max(I_(1) − Σ_{others} I, 0) / I_(1), mean over factors (a factor no latent informs scores 0)."""
     information = -np.sort(-np.maximum(np.asarray(information, dtype=np.float64), 0.0), axis=0)
     top = information[0]
@@ -78,7 +78,7 @@ def aam_histogram(codes: np.ndarray, factors: np.ndarray) -> float:
 
 
 def mmig_from_information(information: np.ndarray, factors: np.ndarray) -> float:
-    """Modified MIG, Eq. (3) of the poster (seeds/002), from I[z_j; v_k] [D, K]:
+    """Modified MIG, Eq. (3) of Dubois et al. 2019, from I[z_j; v_k] [D, K]:
     (I_(1) − I_(2)) / (H(v_k) − max_{k'≠k} I(v_k; v_k')), mean over factors; the denominator discounts what
     other factors already tell about v_k (both from the factor classes `factors` [N, K])."""
     factors = np.asarray(factors)
@@ -117,7 +117,7 @@ def posterior_information(posterior: Callable[[np.ndarray], tuple[np.ndarray, np
                           factor_sizes: Sequence[int], seed: int = 0, marginal: int | None = None,
                           draws: int | None = None, per_value: int | None = None) -> np.ndarray:
     """I[z_j; v_k] = H[z_j] − H[z_j | v_k] for every latent j and factor k ([D, K], nats), the estimator of the
-    poster (seeds/002: I = E_q(z_j,v_k)[log Σ_n q(z_j|x_n) p(x_n|v_k)] + H[z_j], "estimated using empirical
+    poster (Dubois et al. 2019: I = E_q(z_j,v_k)[log Σ_n q(z_j|x_n) p(x_n|v_k)] + H[z_j], "estimated using empirical
     distributions and stratified sampling over p(v_k) and p(x_n)"), computed as Chen et al. 2018's MIG code does.
 
     `posterior` maps factor classes [N, K] to the Gaussian posterior (μ, log σ²) [N, D] of their images.

@@ -2,7 +2,7 @@
 
 For datasets with ground-truth factors (`factor_names`, `factor_sizes`, `latents_classes`, `images`), i.e.
 dSprites; datasets without them (CelebA) get none of these pictures. The heat maps are the right column of
-Fig. 2 of the poster in ../shared/seeds/002_f908338fd1f43f20.txt.
+Fig. 2 of Dubois et al. 2019 (poster, docs/references.md).
 """
 from __future__ import annotations
 

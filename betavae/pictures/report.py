@@ -30,8 +30,8 @@ PLOTS = {
     "kl_per_dim.png": "KL per latent dimension over steps, with the β or C schedule.",
     "kl_final.png": "KL per dimension at the last logged step; grey bars are below the activity threshold.",
 }
-# Published figures each metric compares with, from /work/shared/REFERENCE.md ("Published dSprites scores", i.e.
-# InfoGAN-CR, ICML 2020, Table 1, each paper's best on dSprites; and the poster's Table 1, seeds/002, dSprites).
+# Published figures each metric compares with (docs/references.md): Lin et al. 2020 (InfoGAN-CR, ICML 2020),
+# Table 1, each paper's best on dSprites; and Dubois et al. 2019 (poster), Table 1, dSprites.
 # Metrics without a published figure on the same protocol (MMIG, the histogram AAM/MMIG, SAP, DCI completeness,
 # informativeness) have none. MIG is disentanglement_lib's; β-TCVAE's 0.45 is Chen's MIG and is left out.
 PUBLISHED = {
@@ -41,8 +41,8 @@ PUBLISHED = {
     "mig": "VAE 0.10, β-VAE 0.21, FactorVAE 0.15, FactorVAE re-runs 0.27–0.43 (dSprites; InfoGAN-CR Table 1)",
     "beta_vae": "FactorVAE re-runs 0.79–0.85 (InfoGAN-CR Table 1); β-VAE (β = 4) ≈ 0.99, VAE ≈ 0.62 (Higgins et al. "
                 "2017, approx.; dSprites)",
-    "aam": "VAE 0.20, β-VAE (β = 4) 0.65, β-VAE (β = 50) 0.08, capacity β-VAE 0.12, FactorVAE 0.87 (dSprites; the "
-           "poster's Table 1, seeds/002)",
+    "aam": "VAE 0.20, β-VAE (β = 4) 0.65, β-VAE (β = 50) 0.08, capacity β-VAE 0.12, FactorVAE 0.87 (dSprites; Dubois "
+           "et al. 2019, Table 1)",
 }
 DETAILS = ("protocol", "samples", "seconds")  # folded into <details> below the metric table
 STEPPED = re.compile(r"^(?P<kind>[A-Za-z0-9_]+?)_step(?P<step>\d+)\.(?:png|gif)$")
