@@ -188,7 +188,7 @@ def _celeba(params, device: torch.device | str):
 # ---------------------------------------------------------------- choosing a dataset
 
 DATASETS = {"dsprites": lambda params, device: DSprites(params.data_dir, device), "celeba": _celeba,
-            **{name: (lambda params, device, name=name: DSpritesVariant(name, params.seed, params.data_dir, device))
+            **{name: (lambda params, device, name=name: DSpritesVariant(name, params.data_seed, params.data_dir, device))
                for name in VARIANTS}}
 
 

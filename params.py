@@ -24,6 +24,7 @@ class Params:
     celeba_loader: str = "cache"       # CelebA: cache (decode once to uint8 .npy in data_dir/celeba_cache) | workers
     num_workers: int = 4               # CelebA: threads decoding JPEGs (building the cache; every batch with workers)
     download: bool = False             # CelebA: when missing, fetch it with torchvision's Google-Drive downloader
+    data_seed: int = 0                 # color/noisy_dsprites: each image's colour or noise is a hash of this and its index
     val_images: int = 5000             # held-out images scored by the validation loss and attribute plot; 0 = all
     # --- model ---
     latent_dim: int = 10               # number of latent dimensions (Burgess et al. 2018 use 10)

@@ -8,6 +8,7 @@ import yaml
 
 import data
 import main
+import traverse
 from betavae.errors import DataError
 from betavae.evaluation import metrics, protocol, sampling
 from betavae.sources import dsprites, npz
@@ -68,6 +69,9 @@ def test_a_full_grid_trains_scores_every_metric_and_draws_factor_pictures(tmp_pa
     output = capsys.readouterr()
     assert "need 0.8 MB of memory" in output.out
     assert output.err.count("images drawn as") == 1
+    assert traverse.main([str(run / "checkpoint.pt"), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "heatmaps_step000003.png").is_file()
+    assert (tmp_path / "again" / "traversal_grid_step000003.png").is_file()
 
 
 @pytest.mark.filterwarnings("ignore:The number of unique classes")
@@ -121,6 +125,16 @@ def test_images_not_64_pixels_are_resized_with_a_notice(tmp_path, capsys):
     images, factors = dataset.batch(torch.arange(6))
     assert images.shape == (6, 3, 64, 64) and dataset.channels == 3 and 0 <= images.min() <= images.max() <= 1
     assert factors[:, 0].tolist() == list(range(6))
+
+
+def test_uint8_pixels_are_read_as_binary_when_zero_or_one_and_over_255_otherwise(tmp_path):
+    classes = np.arange(4)[:, None]
+    for name, pixels, expected in [("binary", [0, 1], 1.0), ("bytes", [0, 255], 1.0), ("grey", [0, 51], 0.2)]:
+        images = np.zeros((4, 64, 64), np.uint8)
+        images[:, 0, :2] = pixels
+        np.savez(tmp_path / f"{name}.npz", imgs=images, latents_classes=classes)
+        x, _ = data.NpzFactors(str(tmp_path / f"{name}.npz")).batch(torch.arange(4))
+        assert x[:, 0, 0, 1].tolist() == pytest.approx([expected] * 4) and x.max() == pytest.approx(expected)
 
 
 BAD_FILES = {
