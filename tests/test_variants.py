@@ -61,3 +61,16 @@ def test_the_presets_train_a_three_channel_model(tmp_path, variant):
                       "--set", "threads=1"]) == 0
     assert (tmp_path / "r" / "checkpoint.pt").is_file()
     assert load_checkpoint(str(tmp_path / "r" / "checkpoint.pt"))["channels"] == 3
+
+
+def test_a_resumed_noisy_run_sees_the_images_of_an_uninterrupted_one(tmp_path):
+    def run(name, steps):
+        return ["--set", f"out_dir={tmp_path}", "--set", f"run_name={name}", "--set", "dataset=noisy_dsprites",
+                "--set", f"steps={steps}", "--set", "batch_size=4", "--set", "log_every=1", "--set", "device=cpu",
+                "--set", "sample_every=100", "--set", "checkpoint_every=100", "--set", "traverse_samples=8",
+                "--set", "metrics=false", "--set", "factor_samples=0", "--set", "threads=1"]
+    assert main.main(run("whole", 6)) == 0
+    assert main.main(run("split", 3)) == 0
+    assert main.main(["--resume", str(tmp_path / "split"), "--set", "steps=6"]) == 0
+    whole, split = ((tmp_path / name / "log.csv").read_text().splitlines() for name in ("whole", "split"))
+    assert split == whole and len(whole) == 7
