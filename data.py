@@ -1,5 +1,6 @@
-"""The datasets a run trains on, at 64×64: dSprites (DeepMind's npz, or rendered exactly when it is absent) and
-CelebA, chosen by params.dataset; `python data.py download|render` fetches dSprites or previews the renderer."""
+"""The datasets a run trains on, at 64×64: dSprites (DeepMind's npz, or rendered exactly when it is absent), its colour
+and noisy variants, a user's npz in dSprites' layout, and CelebA, chosen by params.dataset; `python data.py
+download|render` fetches dSprites or previews the renderer."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,9 @@ import torch
 
 from betavae.errors import DataError
 from betavae.sources.common import IMAGE_SIZE
+from betavae.sources.grid import FactorGrid
+from betavae.sources.npz import read_factor_npz
+from betavae.sources.variants import VARIANTS
 # Re-exported: data.py is where scripts and tests look up dSprites' factors and renderer.
 from betavae.sources.dsprites import (DATASET_SIZE, LATENT_NAMES, LATENT_SIZES, LATENT_STRIDES, NPZ_NAME,  # noqa: F401
                                       render_mask_torch, all_latent_classes, classes_to_index, classes_to_values,
@@ -41,8 +45,9 @@ class DSprites:
             self.source = "npz"
         else:
             self.source = "rendered"
-        self._latents_classes = torch.from_numpy(all_latent_classes()).to(self.device)
-        self._strides = torch.from_numpy(LATENT_STRIDES).to(self.device)
+        classes = all_latent_classes()
+        self._latents_classes = torch.from_numpy(classes).to(self.device)
+        self._grid = FactorGrid(classes[:, 1:], self.factor_sizes, self.device)  # the mapping NpzFactors uses too
 
     def __len__(self) -> int:
         return DATASET_SIZE
@@ -56,7 +61,7 @@ class DSprites:
         """[B, 6] int64 -> float32 [B, 1, 64, 64] in {0, 1} on self.device."""
         classes = latents_classes.to(self.device, torch.int64)
         if self._npz_images is not None:
-            index = (classes * self._strides).sum(dim=1)  # [B]
+            index = self._grid.rows(classes[:, 1:])  # [B]
             pixels = self._npz_images[index.to(self._npz_images.device)]  # [B, 64, 64] uint8
         elif self.device.type == "cpu":
             # The numpy renderer measured faster than torch's on CPU for training batch sizes.
@@ -72,6 +77,69 @@ class DSprites:
 
     def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
         """None: dSprites' factor pictures come with every sample (traverse.save_all), its scores from metrics.py."""
+        return []
+
+
+class DSpritesVariant(DSprites):
+    """color_dsprites or noisy_dsprites (betavae/sources/variants.py): dSprites' sprites and five factors in 3 channels,
+    the colour or noise a function of the image's dSprites row and `seed`."""
+
+    channels = 3
+
+    def __init__(self, variant: str, seed: int, data_dir: str | None, device: torch.device | str = "cpu"):
+        super().__init__(data_dir, device)
+        self.variant, self.seed, self._draw = variant, seed, VARIANTS[variant]
+
+    def images(self, latents_classes: torch.Tensor) -> torch.Tensor:
+        """[B, 6] int64 -> float32 [B, 3, 64, 64] in [0, 1] on self.device."""
+        classes = latents_classes.to(self.device, torch.int64)
+        return self._draw(super().images(classes), self._grid.rows(classes[:, 1:]), self.seed)
+
+
+class NpzFactors:
+    """A user's npz in dSprites' layout (betavae/sources/npz.py): images held in memory, looked up by row or, when the
+    factor grid is complete, by factor classes, through the FactorGrid that DSprites uses."""
+
+    def __init__(self, path: str, device: torch.device | str = "cpu"):
+        arrays = read_factor_npz(path)
+        self.device, self.path = torch.device(device), path
+        self.channels = arrays.images.shape[1]
+        self.factor_names, self.factor_sizes, self.factor_values = arrays.names, arrays.sizes, arrays.values
+        images = torch.from_numpy(arrays.images)  # uint8 [N, C, 64, 64]
+        if self.device.type == "cuda":  # on the GPU when it fits, as DSprites' npz
+            try:
+                images = images.to(self.device)
+            except torch.cuda.OutOfMemoryError:
+                pass
+        self._images, self._scale = images, arrays.scale
+        classes = torch.from_numpy(arrays.classes)
+        # A leading colour column of zeros, as DSprites' latents_classes, so the metrics and pictures read both alike.
+        self._latents_classes = torch.cat([torch.zeros(len(classes), 1, dtype=torch.int64), classes], 1).to(self.device)
+        self.grid = FactorGrid(arrays.classes, arrays.sizes, self.device)
+        self.complete_grid = self.grid.complete
+
+    def __len__(self) -> int:
+        return len(self._latents_classes)
+
+    @property
+    def latents_classes(self) -> torch.Tensor:
+        """int64 [N, 1 + K] in file order (column 0 is a constant colour), on self.device."""
+        return self._latents_classes
+
+    def _pixels(self, rows: torch.Tensor) -> torch.Tensor:
+        pixels = self._images[rows.to(self._images.device)]  # [B, C, 64, 64] uint8
+        return pixels.to(self.device, torch.float32) * self._scale
+
+    def images(self, latents_classes: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + K] int64 -> float32 [B, C, 64, 64] in [0, 1]; only for a complete grid (`complete_grid`)."""
+        return self._pixels(self.grid.rows(latents_classes.to(self.device, torch.int64)[:, 1:]))
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """indices [B] -> (images float32 [B, C, 64, 64], factors int64 [B, K]) on self.device."""
+        return self._pixels(indices), self._latents_classes[indices.to(self.device), 1:].contiguous()
+
+    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
+        """None beyond the factor pictures and scores every dataset with factors gets."""
         return []
 
 
@@ -119,11 +187,15 @@ def _celeba(params, device: torch.device | str):
 
 # ---------------------------------------------------------------- choosing a dataset
 
-DATASETS = {"dsprites": lambda params, device: DSprites(params.data_dir, device), "celeba": _celeba}
+DATASETS = {"dsprites": lambda params, device: DSprites(params.data_dir, device), "celeba": _celeba,
+            **{name: (lambda params, device, name=name: DSpritesVariant(name, params.data_seed, params.data_dir, device))
+               for name in VARIANTS}}
 
 
 def make_dataset(params, device: torch.device | str = "cpu"):
-    """The dataset named by params.dataset; raises DataError when its files are missing or broken."""
+    """The dataset named by params.dataset (a name, or the path of an .npz); DataError when files are missing or broken."""
+    if params.dataset.endswith(".npz"):
+        return NpzFactors(params.dataset, device)
     if params.dataset not in DATASETS:
         raise DataError(f"Dataset '{params.dataset}' is not available; choose one of: {', '.join(DATASETS)}.")
     return DATASETS[params.dataset](params, device)

@@ -12,18 +12,19 @@ from dataclasses import dataclass, fields
 
 import yaml
 
-from betavae.errors import UserError
+from betavae.errors import DataError, UserError
 
 
 @dataclass
 class Params:
     # --- data ---
-    dataset: str = "dsprites"          # dsprites | celeba
+    dataset: str = "dsprites"          # dsprites | color_dsprites | noisy_dsprites | celeba | PATH.npz (docs/data.md)
     data_dir: str = "data"             # folder searched for dataset files (dSprites npz; celeba/ tree)
     celeba_crop: int = 148             # CelebA: side in source pixels of the centred square resized to 64; 0 = largest
     celeba_loader: str = "cache"       # CelebA: cache (decode once to uint8 .npy in data_dir/celeba_cache) | workers
     num_workers: int = 4               # CelebA: threads decoding JPEGs (building the cache; every batch with workers)
     download: bool = False             # CelebA: when missing, fetch it with torchvision's Google-Drive downloader
+    data_seed: int = 0                 # color/noisy_dsprites: each image's colour or noise is a hash of this and its index
     val_images: int = 5000             # held-out images scored by the validation loss and attribute plot; 0 = all
     # --- model ---
     latent_dim: int = 10               # number of latent dimensions (Burgess et al. 2018 use 10)
@@ -115,8 +116,7 @@ PRESETS: dict[str, dict] = {
     # Adam 1e-4) with a value from each one's published grid (disentanglement_lib unsupervised_study_v1).
     "vae_dsprites": {"objective": "vae"},
     # Burgess et al. 2018 (γ 100–1000, C_max 20–25 nats over 100k steps) ∩ Locatello (γ = 1000, C_max 25).
-    "betaB_dsprites": {"objective": "betaB", "gamma": 1000.0, "capacity": 25.0, "capacity_start": 0.0,
-                       "capacity_steps": 100_000},
+    "betaB_dsprites": {"objective": "betaB", "gamma": 1000.0, "capacity": 25.0, "capacity_start": 0.0, "capacity_steps": 100_000},
     # Kim & Mnih 2018 (γ ≈ 6.4–40) ∩ Locatello (γ ∈ {10, …, 100}); discriminator Adam 1e-4, β 0.5/0.9.
     "factor_dsprites": {"objective": "factor", "gamma": 30.0},
     # Chen et al. 2018 with α = γ = 1; β from Locatello et al.'s grid {1, 2, 4, 6, 8, 10}.
@@ -124,6 +124,11 @@ PRESETS: dict[str, dict] = {
     # Kumar et al. 2018 as in Locatello et al.: λ_od from {1, 2, 5, 10, 20, 50}; λ_d = 10·λ_od (I), λ_od (II).
     "dipI_dsprites": {"objective": "dipI", "lambda_od": 10.0, "lambda_d": 100.0},
     "dipII_dsprites": {"objective": "dipII", "lambda_od": 10.0, "lambda_d": 10.0},
+    # disentanglement_lib's colour-dSprites at betaH_dsprites' settings; Bernoulli kept (as Locatello et al.): its
+    # cross-entropy takes targets in [0, 1] per channel, is least at x̂ = x, and keeps β = 4 weighed as on dSprites.
+    "betaH_color_dsprites": {"dataset": "color_dsprites"},
+    # ... and noisy-dSprites, Bernoulli for the same reasons (a Gaussian at σ = 1/√2 would reweigh β against the pixels).
+    "betaH_noisy_dsprites": {"dataset": "noisy_dsprites"},
 }
 
 # Named sweeps for sweep.py: a base run preset ("preset") and/or base overrides ("set"), a "grid" (param → values,
@@ -160,10 +165,6 @@ SWEEPS: dict[str, dict] = {
 }
 
 
-def _field_types() -> dict[str, type]:
-    return typing.get_type_hints(Params)
-
-
 def _closest(name: str) -> str:
     matches = difflib.get_close_matches(name, [f.name for f in fields(Params)], n=3, cutoff=0.5)
     return ", ".join(matches) if matches else "see params.py"
@@ -194,13 +195,12 @@ def _coerce(key: str, value, annotation):
 
 # Speed switches that measured no gain beyond the noise (docs/speed.md): a checkpoint or params.yaml that names
 # them still loads, and the value is dropped; --set names them as an error.
-RETIRED = {"flush_denormal": "it measured no gain",
-           "fast_bce": "it measured no gain", "output_gemm": "fused_deconv includes it"}
+RETIRED = {"flush_denormal": "it measured no gain", "fast_bce": "it measured no gain", "output_gemm": "fused_deconv includes it"}
 
 
 def apply_overrides(params: Params, overrides: dict, source: str) -> Params:
     """Return a copy of `params` with `overrides` applied, each checked by name and type."""
-    types_by_name = _field_types()
+    types_by_name = typing.get_type_hints(Params)
     checked = {}
     for key, value in overrides.items():
         if key in RETIRED and source != "--set":
@@ -262,27 +262,27 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
 SPEED_SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "fused_deconv", "fused_conv")
 OBJECTIVE_NAMES = ("betaH", "vae", "betaB", "factor", "btcvae", "dipI", "dipII")  # losses.OBJECTIVES implements each
 SCHEDULE_SHAPES = ("constant", "linear", "cosine", "cyclical")              # losses.schedule_value draws each
-CHOICES = {"dataset": ("dsprites", "celeba"), "objective": OBJECTIVE_NAMES, "beta_schedule": SCHEDULE_SHAPES,
-           "gamma_schedule": SCHEDULE_SHAPES, "capacity_schedule": SCHEDULE_SHAPES, "recon": ("bernoulli", "gaussian", "laplace"),
-           "device": ("auto", "cpu", "cuda"), "tc_estimator": ("mws", "mss"),
-           "celeba_loader": ("cache", "workers"),
-           **{switch: ("auto", True, False) for switch in SPEED_SWITCHES if switch != "amp"},
-           "amp": ("auto", "bf16", False)}
+CHOICES = {"dataset": ("dsprites", "color_dsprites", "noisy_dsprites", "celeba", "PATH.npz"),
+           "objective": OBJECTIVE_NAMES, "beta_schedule": SCHEDULE_SHAPES, "gamma_schedule": SCHEDULE_SHAPES,
+           "capacity_schedule": SCHEDULE_SHAPES, "recon": ("bernoulli", "gaussian", "laplace"),
+           "device": ("auto", "cpu", "cuda"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
+           **{switch: ("auto", True, False) for switch in SPEED_SWITCHES if switch != "amp"}, "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",
             "discriminator_lr", "num_workers")
-NOT_NEGATIVE = ("beta_delay", "gamma_steps", "gamma_delay", "capacity_steps", "capacity_delay",
+NOT_NEGATIVE = ("anneal_steps", "beta_delay", "gamma_steps", "gamma_delay", "capacity_steps", "capacity_delay",
                 "celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples", "threads")
 
-WEIGHTS = ("beta", "beta_start", "gamma", "gamma_start", "capacity", "capacity_start", "alpha", "lambda_od",
-           "lambda_d")
+WEIGHTS = ("beta", "beta_start", "gamma", "gamma_start", "capacity", "capacity_start", "alpha", "lambda_od", "lambda_d")
 ADAM_BETAS = ("adam_beta1", "adam_beta2", "discriminator_beta1", "discriminator_beta2")
 
 
 def validate(params: Params) -> None:
     """Value checks beyond types, so a bad run stops before it starts."""
+    if params.dataset.endswith(".npz") and not os.path.isfile(params.dataset):
+        raise DataError(f"No file at {params.dataset}; give --set dataset= the path of an existing .npz file.")
     for key, allowed in CHOICES.items():
-        if getattr(params, key) not in allowed:
+        if getattr(params, key) not in allowed and not (key == "dataset" and params.dataset.endswith(".npz")):
             names = ", ".join(str(v).lower() if isinstance(v, bool) else v for v in allowed)  # YAML's true, false
             raise UserError(f"Param '{key}' is '{getattr(params, key)}'; choose one of: {names}.")
     for field in fields(params):
@@ -298,8 +298,6 @@ def validate(params: Params) -> None:
     for key in POSITIVE:
         if getattr(params, key) <= 0:
             raise UserError(f"Param '{key}' must be positive, got {getattr(params, key)}.")
-    if params.anneal_steps < 0:
-        raise UserError(f"Param 'anneal_steps' must be zero or positive, got {params.anneal_steps}.")
     for key in NOT_NEGATIVE:
         if getattr(params, key) < 0:
             raise UserError(f"Param '{key}' must be zero or positive, got {getattr(params, key)}.")
@@ -343,7 +341,7 @@ def param_table() -> str:
         match = re.match(r"    (\w+): .*?#\s*(.*)$", line)
         if match:
             comments[match.group(1)] = match.group(2)
-    hints = _field_types()
+    hints = typing.get_type_hints(Params)
     rows = [(f.name, str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", ""),
              repr(f.default), comments.get(f.name, "")) for f in fields(Params)]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]

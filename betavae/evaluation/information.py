@@ -9,6 +9,7 @@ import torch
 
 from betavae.evaluation import protocol
 from betavae.evaluation.protocol import HISTOGRAM_BINS
+from betavae.evaluation.sampling import GridSampler
 
 # ---------------------------------------------------------------- information from histograms
 
@@ -115,7 +116,7 @@ def posterior_entropy(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, c
 
 def posterior_information(posterior: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                           factor_sizes: Sequence[int], seed: int = 0, marginal: int | None = None,
-                          draws: int | None = None, per_value: int | None = None) -> np.ndarray:
+                          draws: int | None = None, per_value: int | None = None, sampler=None) -> np.ndarray:
     """I[z_j; v_k] = H[z_j] − H[z_j | v_k] for every latent j and factor k ([D, K], nats), the estimator of the
     poster (Dubois et al. 2019: I = E_q(z_j,v_k)[log Σ_n q(z_j|x_n) p(x_n|v_k)] + H[z_j], "estimated using empirical
     distributions and stratified sampling over p(v_k) and p(x_n)"), computed as Chen et al. 2018's MIG code does.
@@ -126,25 +127,25 @@ def posterior_information(posterior: Callable[[np.ndarray], tuple[np.ndarray, np
     `per_value` images (256) with v_k = v and the other factors uniform form q(z_j | v_k = v) and each gives one
     draw; the entropies are averaged over the values (p(v_k) uniform, as dSprites). Chen et al. use every dSprites
     image; these counts are sized for a CPU (see SAMPLES) and bias I a little upwards (a smaller stratum
-    underestimates its entropy). Deterministic given `seed`.
+    underestimates its entropy). Deterministic given `seed`. `sampler` (evaluation/sampling.py) draws the images:
+    by default uniformly over the grid of `factor_sizes`; on an incomplete grid, strata of images sharing each value.
     """
     marginal = marginal or protocol.SAMPLES.get("poster_marginal", protocol.POSTER_DEFAULTS["poster_marginal"])
     draws = min(draws or protocol.SAMPLES.get("poster_entropy_draws", protocol.POSTER_DEFAULTS["poster_entropy_draws"]), marginal)
     per_value = per_value or protocol.SAMPLES.get("poster_per_value", protocol.POSTER_DEFAULTS["poster_per_value"])
-    rng = protocol.rng(seed, "poster_information")
+    rng, sampler = protocol.rng(seed, "poster_information"), sampler or GridSampler(factor_sizes)
     generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
 
     def draw(factors: np.ndarray):
         mu, logvar = (torch.from_numpy(np.asarray(a, dtype=np.float32)) for a in posterior(factors))
         return mu, logvar, mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator)
 
-    mu, logvar, z = draw(protocol.sample_factors(rng, marginal, factor_sizes))
+    mu, logvar, z = draw(sampler.sample(rng, marginal))
     entropy = posterior_entropy(z[:draws], mu, logvar)  # [D]
-    information = np.zeros((mu.shape[1], len(factor_sizes)))
-    for k, size in enumerate(factor_sizes):
-        factors = protocol.sample_factors(rng, size * per_value, factor_sizes)
-        factors[:, k] = np.repeat(np.arange(size), per_value)
-        mu, logvar, z = draw(factors)
+    information = np.zeros((mu.shape[1], sampler.count))
+    for k in range(sampler.count):
+        keys, _ = sampler.strata(rng, k, per_value)  # per_value images for each value of factor k, value-major
+        mu, logvar, z = draw(keys)
         conditional = torch.stack([posterior_entropy(z_v, mu_v, lv_v) for z_v, mu_v, lv_v in
                                    zip(z.split(per_value), mu.split(per_value), logvar.split(per_value))]).mean(0)
         information[:, k] = (entropy - conditional).numpy()

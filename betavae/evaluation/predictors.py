@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from betavae.evaluation import protocol
 from betavae.evaluation.protocol import FACTOR_VAE_PRUNE_STD, Representation
+from betavae.evaluation.sampling import GridSampler
 
 def _split(codes: np.ndarray, factors: np.ndarray):
     n_train = (2 * len(codes)) // 3
@@ -103,28 +104,27 @@ def dci(codes: np.ndarray, factors: np.ndarray, seed: int = 0, progress: bool = 
 
 # ---------------------------------------------------------------- metrics that sample factors
 
-def _beta_vae_points(representation: Representation, factor_sizes, count: int, group: int, rng):
+def _beta_vae_points(representation: Representation, sampler, count: int, group: int, rng):
     """Higgins et al. 2017 training points, all at once: for each point a random factor k is shared by
     `group` pairs; feature = mean over pairs of |z1 − z2|, label = k."""
-    labels = rng.integers(len(factor_sizes), size=count)
-    first = protocol.sample_factors(rng, count * group, factor_sizes).reshape(count, group, -1)
-    second = protocol.sample_factors(rng, count * group, factor_sizes).reshape(count, group, -1)
-    rows = np.arange(count)
-    second[rows, :, labels] = first[rows, :, labels]
-    z1 = representation(first.reshape(count * group, -1)).reshape(count, group, -1)
-    z2 = representation(second.reshape(count * group, -1)).reshape(count, group, -1)
+    labels, first, second = sampler.sharing_pairs(rng, count, group)
+    z1 = representation(first).reshape(count, group, -1)
+    z2 = representation(second).reshape(count, group, -1)
     return np.abs(z1 - z2).mean(axis=1), labels
 
 
 def beta_vae_score(representation: Representation, factor_sizes: Sequence[int], seed: int = 0,
-                   train: int | None = None, test: int | None = None, group: int | None = None) -> float:
+                   train: int | None = None, test: int | None = None, group: int | None = None,
+                   sampler=None) -> float:
     """The Higgins et al. 2017 metric as disentanglement_lib's `beta_vae.py`: 64 pairs per point,
-    `LogisticRegression()` on 10,000 training points, accuracy on 5,000 evaluation points."""
+    `LogisticRegression()` on 10,000 training points, accuracy on 5,000 evaluation points. `sampler`
+    (evaluation/sampling.py) draws the pairs: by default uniformly over the grid of `factor_sizes`."""
     from sklearn.linear_model import LogisticRegression
 
     rng, group = protocol.rng(seed, "beta_vae"), group or protocol.SAMPLES["group"]
-    x_train, y_train = _beta_vae_points(representation, factor_sizes, train or protocol.SAMPLES["beta_vae_train"], group, rng)
-    x_test, y_test = _beta_vae_points(representation, factor_sizes, test or protocol.SAMPLES["beta_vae_eval"], group, rng)
+    sampler = sampler or GridSampler(factor_sizes)
+    x_train, y_train = _beta_vae_points(representation, sampler, train or protocol.SAMPLES["beta_vae_train"], group, rng)
+    x_test, y_test = _beta_vae_points(representation, sampler, test or protocol.SAMPLES["beta_vae_eval"], group, rng)
     if len(np.unique(y_train)) < 2:
         return float(np.mean(y_test == y_train[0]))
     classifier = LogisticRegression(random_state=seed)
@@ -134,36 +134,35 @@ def beta_vae_score(representation: Representation, factor_sizes: Sequence[int], 
     return float(classifier.score(x_test, y_test))
 
 
-def _factor_vae_votes(representation, factor_sizes, count, group, rng, scale, active) -> np.ndarray:
+def _factor_vae_votes(representation, sampler, count, group, rng, scale, active) -> np.ndarray:
     """Kim & Mnih 2018 votes, all at once: fix one factor over `group` samples, vote for the active latent
     of least variance normalised by its global variance. Returns counts [K, D]."""
-    labels = rng.integers(len(factor_sizes), size=count)
-    factors = protocol.sample_factors(rng, count * group, factor_sizes).reshape(count, group, -1)
-    rows = np.arange(count)
-    factors[rows, :, labels] = factors[rows, 0, labels][:, None]
-    codes = representation(factors.reshape(count * group, -1)).reshape(count, group, -1)
+    labels, keys = sampler.fixed_groups(rng, count, group)
+    codes = representation(keys).reshape(count, group, -1)
     local = codes.var(axis=1, ddof=1)[:, active] / scale[active]  # [count, active]
     winners = np.flatnonzero(active)[np.argmin(local, axis=1)]
-    votes = np.zeros((len(factor_sizes), len(scale)), dtype=np.int64)
+    votes = np.zeros((sampler.count, len(scale)), dtype=np.int64)
     np.add.at(votes, (labels, winners), 1)
     return votes
 
 
 def factor_vae_score(representation: Representation, factor_sizes: Sequence[int], seed: int = 0,
                      train: int | None = None, test: int | None = None, group: int | None = None,
-                     variance_points: int | None = None) -> float:
+                     variance_points: int | None = None, sampler=None) -> float:
     """The Kim & Mnih 2018 metric as disentanglement_lib's `factor_vae.py`: global variances from 10,000
     samples, latents with std < 0.05 pruned, 64 samples per vote, a majority-vote classifier from 10,000
-    votes, its accuracy on 5,000 more. Returns 0 when every latent is pruned, as the reference does."""
+    votes, its accuracy on 5,000 more. Returns 0 when every latent is pruned, as the reference does.
+    `sampler` as in `beta_vae_score`."""
     rng, group = protocol.rng(seed, "factor_vae"), group or protocol.SAMPLES["group"]
-    codes = representation(protocol.sample_factors(rng, variance_points or protocol.SAMPLES["factor_vae_variance"], factor_sizes))
+    sampler = sampler or GridSampler(factor_sizes)
+    codes = representation(sampler.sample(rng, variance_points or protocol.SAMPLES["factor_vae_variance"]))
     variance = np.var(codes, axis=0, ddof=1)
     active = np.sqrt(variance) >= FACTOR_VAE_PRUNE_STD
     if not active.any():
         return 0.0
-    train_votes = _factor_vae_votes(representation, factor_sizes, train or protocol.SAMPLES["factor_vae_train"], group,
+    train_votes = _factor_vae_votes(representation, sampler, train or protocol.SAMPLES["factor_vae_train"], group,
                                     rng, variance, active)
-    test_votes = _factor_vae_votes(representation, factor_sizes, test or protocol.SAMPLES["factor_vae_eval"], group,
+    test_votes = _factor_vae_votes(representation, sampler, test or protocol.SAMPLES["factor_vae_eval"], group,
                                    rng, variance, active)
     classifier = np.argmax(train_votes, axis=0)  # the factor each latent votes for most often
     return float(test_votes[classifier, np.arange(len(classifier))].sum() / test_votes.sum())

@@ -1,8 +1,8 @@
 """Which latent took which ground-truth factor: heat maps of mean μ over position and μ against each other factor.
 
-For datasets with ground-truth factors (`factor_names`, `factor_sizes`, `latents_classes`, `images`), i.e.
-dSprites; datasets without them (CelebA) get none of these pictures. The heat maps are the right column of
-Fig. 2 of Dubois et al. 2019 (poster, docs/references.md).
+For datasets with ground-truth factors (`factor_names`, `factor_sizes`, `latents_classes`, `images`) on a complete
+grid, i.e. dSprites, its variants and an npz with every combination; the others (CelebA) get none of these
+pictures. The heat maps are the right column of Fig. 2 of Dubois et al. 2019 (poster, docs/references.md).
 """
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ FACTOR_DRAWS = 64
 
 
 def has_factors(dataset) -> bool:
-    return bool(getattr(dataset, "factor_sizes", None)) and all(n in dataset.factor_names for n in POSITION)
+    """Factors named posX and posY on a complete grid (`complete_grid`), where every combination has an image."""
+    return bool(getattr(dataset, "factor_sizes", None)) and all(n in dataset.factor_names for n in POSITION) \
+        and getattr(dataset, "complete_grid", True)
 
 
 def _random_classes(dataset, count: int, generator: torch.Generator) -> torch.Tensor:

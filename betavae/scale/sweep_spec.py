@@ -14,7 +14,8 @@ from betavae.errors import UserError
 from params import PRESETS, SWEEPS, Params, apply_overrides, load_yaml, parse_assignment, validate
 
 # Params that decide which dataset is built: points agreeing on these share one dataset object.
-DATA_KEYS = ("dataset", "data_dir", "celeba_crop", "celeba_loader", "num_workers", "download", "val_images", "device")
+DATA_KEYS = ("dataset", "data_dir", "data_seed", "celeba_crop", "celeba_loader", "num_workers", "download", "val_images",
+             "device")
 
 
 @dataclass

@@ -38,7 +38,8 @@ def new_run_dir(params: Params, preset: str | None) -> str:
         raise UserError(f"run_name '{name}' must be a plain folder name (no '/', '..' or absolute path); "
                         f"choose the parent folder with --set out_dir=...")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(params.out_dir, name or f"{preset or params.objective}_{params.dataset}_{stamp}")
+    dataset = os.path.splitext(os.path.basename(params.dataset))[0]  # an npz path names its file, not its folders
+    base = os.path.join(params.out_dir, name or f"{preset or params.objective}_{dataset}_{stamp}")
     folder, suffix = base, 1
     try:
         os.makedirs(params.out_dir, exist_ok=True)
