@@ -61,12 +61,28 @@ def timed_params(params, device: torch.device):
 
 
 def rate_of(group: list[Point], device: torch.device, rates: dict) -> float:
-    """Model-steps/s of a pack like `group` on `device`, timed once per kind of model and pack size."""
-    params = timed_params(group[0].params, device)
-    kind = (params.dataset, params.objective, params.latent_dim, params.batch_size, params.amp, len(group))
+    """Model-steps/s of a pack like `group` on `device`: what packing.resolve_pack measured for pack=auto, else
+    timed here once per kind of model (the FactorVAE's discriminator costs more) and pack size."""
+    params = group[0].params
+    kind = (params.dataset, params.objective if params.objective == "factor" else "", params.latent_dim,
+            params.batch_size, params.amp, len(group))
+    measured = packing.AUTO_RATES.get((str(device), CHANNELS.get(params.dataset, 3), params.latent_dim,
+                                       params.batch_size, params.amp), {})
+    if kind not in rates and params.pack == "auto" and params.objective != "factor" and measured:
+        rates[kind] = between(measured, len(group))
     if kind not in rates:
-        rates[kind] = packing.measure(params, Probe(params, device).images, device, len(group), TIMED_STEPS)
+        timed = timed_params(params, device)
+        rates[kind] = packing.measure(timed, Probe(timed, device).images, device, len(group), TIMED_STEPS)
     return rates[kind]
+
+
+def between(rates: dict[int, float], size: int) -> float:
+    """The rate at pack `size`, linear between the measured sizes around it (the nearest one outside them)."""
+    below, above = max((k for k in rates if k <= size), default=min(rates)), min((k for k in rates if k >= size),
+                                                                                 default=max(rates))
+    if below == above:
+        return rates[below]
+    return rates[below] + (rates[above] - rates[below]) * (size - below) / (above - below)
 
 
 def duration(seconds: float) -> str:
@@ -74,7 +90,9 @@ def duration(seconds: float) -> str:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
         return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 3600:.0f} h ({seconds / 86400:.1f} days)"
 
 
 def describe(points: list[Point], out: str, device: torch.device, *, estimate: bool = True, ranks: int = 1) -> str:
@@ -96,11 +114,11 @@ def describe(points: list[Point], out: str, device: torch.device, *, estimate: b
         return "\n".join(lines + [f"plan: no time estimate ({why})."])
     rates: dict = {}
     seconds = sum(steps[g[0].name] * len(g) / rate_of(g, device, rates) for g in groups) / ranks
-    timed = "; ".join(f"{objective}, {latents} latents, batch {batch}{', bf16' if amp == 'bf16' else ''}, pack of "
-                      f"{size}: {rate:.1f} model-steps/s" for (_, objective, latents, batch, amp, size), rate
+    timed = "; ".join(f"{'FactorVAE, ' if objective else ''}{latents} latents, batch {batch}{', bf16' if amp == 'bf16' else ''}, "
+                      f"pack of {size}: {rate:.1f} model-steps/s" for (_, objective, latents, batch, amp, size), rate
                       in list(rates.items())[:3]) + ("; ..." if len(rates) > 3 else "")
     lines.append(f"plan: about {duration(seconds)} of training{' per rank' if ranks > 1 else ''}, an estimate from "
-                 f"{TIMED_STEPS} timed steps of each kind of model here ({timed})"
+                 f"{TIMED_STEPS} timed steps of each kind of model on this device now ({timed})"
                  + (", without torch.compile" if device.type == "cuda" else "")
                  + "; metrics, pictures and checkpoints come on top.")
     return "\n".join(lines)
