@@ -35,9 +35,9 @@ SWEEP_FIGURES: dict[str, dict] = {
         "protocol": {"beta_vae": "Higgins et al.'s own metric (their linear classifier and sample counts), read "
                                  "approximately"},
         "settings": [({"beta": 0.01, "latent_dim": 10}, {"beta_vae": "≈ 0.99 (β = 4)"})],
-        "note": "β = 4 with 10 latents on 64 × 64 pixels is β_norm = 4·10/4096 ≈ 0.01; a VAE (β = 1, β_norm ≈ "
-                "0.0024, not on this grid) scores ≈ 0.62. Fig. 6's other points are a picture, not numbers: "
-                "compare the curves' shapes in tradeoff.png. The score saturates easily.",
+        "note": "β = 4 with 10 latents on 64 × 64 pixels is β_norm = 4·10/4096 ≈ 0.01; a VAE (β = 1, "
+                "β_norm ≈ 0.0024, not on this grid) scores ≈ 0.62. Fig. 6's other points are a picture, not "
+                "numbers: compare the curves' shapes in tradeoff.png. The score saturates easily.",
     },
     "original_celeba": {
         "source": "the original TensorFlow β-VAE project on CelebA (Yukun Chen)",

@@ -95,6 +95,15 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.0f} h ({seconds / 86400:.1f} days)"
 
 
+def rate_text(rates: dict) -> str:
+    """The first three measured rates in words, and how many more there were."""
+    kinds = [f"{'FactorVAE, ' if objective else ''}{latents} latents, batch {batch}"
+             f"{', bf16' if amp == 'bf16' else ''}, pack of {size}: {rate:.1f} model-steps/s"
+             for (_, objective, latents, batch, amp, size), rate in list(rates.items())[:3]]
+    more = len(rates) - len(kinds)
+    return "; ".join(kinds) + (f"; and {more} more kind{'s' * (more > 1)}" if more else "")
+
+
 def describe(points: list[Point], out: str, device: torch.device, *, estimate: bool = True, ranks: int = 1) -> str:
     """The plan as lines for the terminal: what will train, and (with `estimate`) for about how long here."""
     steps = {p.name: remaining_steps(p, out) for p in points}
@@ -114,11 +123,8 @@ def describe(points: list[Point], out: str, device: torch.device, *, estimate: b
         return "\n".join(lines + [f"plan: no time estimate ({why})."])
     rates: dict = {}
     seconds = sum(steps[g[0].name] * len(g) / rate_of(g, device, rates) for g in groups) / ranks
-    timed = "; ".join(f"{'FactorVAE, ' if objective else ''}{latents} latents, batch {batch}{', bf16' if amp == 'bf16' else ''}, "
-                      f"pack of {size}: {rate:.1f} model-steps/s" for (_, objective, latents, batch, amp, size), rate
-                      in list(rates.items())[:3]) + ("; ..." if len(rates) > 3 else "")
     lines.append(f"plan: about {duration(seconds)} of training{' per rank' if ranks > 1 else ''}, an estimate from "
-                 f"{TIMED_STEPS} timed steps of each kind of model on this device now ({timed})"
+                 f"{TIMED_STEPS} timed steps of each kind of model on this device now ({rate_text(rates)})"
                  + (", without torch.compile" if device.type == "cuda" else "")
                  + "; metrics, pictures and checkpoints come on top.")
     return "\n".join(lines)
