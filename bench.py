@@ -15,12 +15,17 @@ from params import SPEED_SWITCHES, UserError, build_params
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="where both loops train")
-    parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 256], help="batch sizes to time")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per window")
-    parser.add_argument("--windows", type=int, default=5, help="timed windows per loop; the median is reported")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per loop first (compilation included)")
-    parser.add_argument("--images", type=int, default=4096, help="size of the pre-rendered dSprites subset")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="where both loops train (default auto)")
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[64, 256],
+                        help="batch sizes to time (default 64 256)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per window (default 10)")
+    parser.add_argument("--windows", type=int, default=5,
+                        help="timed windows per loop; the median is reported (default 5)")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps per loop first, compilation included (default 3)")
+    parser.add_argument("--images", type=int, default=4096,
+                        help="size of the pre-rendered dSprites subset (default 4096)")
     parser.add_argument("--set", dest="assignments", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override a param for 'ours' (e.g. --set compile=true amp=false), as in main.py")
     parser.add_argument("--out", help="YAML file for the figures (default predictions/bench_<device>_<time>.yaml)")
@@ -30,7 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "their final losses (lr 5e-4 unless --set lr=... is given)")
     parser.add_argument("--pack", help="comma-separated pack sizes K (e.g. 1,2,4,8): model-steps/s of K models packed "
                         "against the same K one after another, at the first --batch-size")
-    parser.add_argument("--numerics-steps", type=int, default=2000, help="steps of each --check-numerics run")
+    parser.add_argument("--numerics-steps", type=int, default=2000,
+                        help="steps of each --check-numerics run (default 2000)")
     return parser.parse_args(argv)
 
 

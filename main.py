@@ -10,23 +10,24 @@ import os
 import sys
 import time
 
-from params import (Params, UserError, apply_overrides, build_params, param_table, parse_assignment,
-                    preset_descriptions, validate)
+from betavae.listing import param_table, preset_list
+from params import Params, UserError, apply_overrides, build_params, parse_assignment, validate
 
 START = time.perf_counter()  # torch and the rest load after the command line is read: the first step's time counts them
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    presets = "\n".join(f"  {name:<26} {text}" for name, text in preset_descriptions().items())
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"presets:\n{presets}\n\nEvery param is documented by its comment in params.py; "
-               f"python main.py --list-params prints them with their defaults.")
-    parser.add_argument("--preset", help="a named preset (listed below)")
+        epilog=f"presets:\n{preset_list()}\n\nEvery param is documented by its comment in params.py; "
+               f"python main.py --list-params prints them by section with their types and defaults.")
+    parser.add_argument("--preset", help="a named preset (listed below); default none: the published β-VAE on "
+                                         "dSprites")
     parser.add_argument("--config", help="YAML file of param overrides (a run's params.yaml works)")
     parser.add_argument("--set", dest="assignments", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override params, e.g. --set steps=10 beta=2; repeatable; applied last")
-    parser.add_argument("--list-params", action="store_true", help="print every param with type, default, meaning")
+    parser.add_argument("--list-params", action="store_true",
+                        help="print every param by section with its type, default and meaning")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     return parser.parse_args(argv)
 

@@ -33,18 +33,18 @@ class Params:
     recon: str = "bernoulli"           # reconstruction likelihood: bernoulli (binary data) | gaussian | laplace
     recon_std: float = 0.7071          # fixed σ of a gaussian/laplace likelihood; 1/√2: Gaussian NLL = Σ squared error
     beta: float = 4.0                  # weight on KL (Higgins et al. 2017); the value reached at the end of annealing
-    beta_start: typing.Optional[float] = None  # β at step 0 when annealing; None means β is constant
+    beta_start: typing.Optional[float] = None  # β at step 0 when annealing; null means β is constant
     anneal_steps: int = 0              # steps over which β moves linearly from beta_start to beta (either direction)
     beta_schedule: str = "linear"      # shape of β's move: constant | linear | cosine | cyclical (Fu et al. 2019)
     beta_delay: int = 0                # steps β stays at beta_start before its schedule starts
     beta_normalised: bool = False      # betaH: `beta` is Higgins's β_norm = β·latent_dim/pixels (both are logged)
     gamma: float = 1.0                 # betaB: weight on |KL − C|; factor: on TC; btcvae: on dimension-wise KL
-    gamma_start: typing.Optional[float] = None  # γ at step 0 when scheduled; None means γ is constant
+    gamma_start: typing.Optional[float] = None  # γ at step 0 when scheduled; null means γ is constant
     gamma_steps: int = 0               # steps over which γ moves from gamma_start to gamma
     gamma_schedule: str = "linear"     # constant | linear | cosine | cyclical
     gamma_delay: int = 0               # steps γ stays at gamma_start before its schedule starts
     capacity: float = 25.0             # betaB: capacity C (nats) at the end of its schedule (Burgess et al. 2018)
-    capacity_start: typing.Optional[float] = 0.0  # C at step 0 (nats); None means C is constant
+    capacity_start: typing.Optional[float] = 0.0  # C at step 0 (nats); null means C is constant
     capacity_steps: int = 100_000      # steps over which C moves from capacity_start to capacity
     capacity_schedule: str = "linear"  # constant | linear | cosine | cyclical
     capacity_delay: int = 0            # steps C stays at capacity_start before its schedule starts
@@ -91,28 +91,26 @@ class Params:
     pack: typing.Union[int, str] = "auto"  # models trained together in one step (sweeps); auto measures the best
 
 
-# The original project of seeds/000 on CelebA (REFERENCE.md): Gaussian likelihood, batch 64, Adam lr 5e-4 with
+# The original CelebA project of Yukun Chen's TensorFlow β-VAE: Gaussian likelihood, batch 64, Adam lr 5e-4 with
 # β1 0.5, 100k steps, 32 latents. Its β grid was {1, 10, 100, 1000, 10000}; betaH_celeba takes β = 10, the value
 # whose traversal it read as "background colour and gender" (100: background and shading; ≥ 1000 collapsed).
 _CELEBA = {"dataset": "celeba", "recon": "gaussian", "latent_dim": 32, "batch_size": 64, "lr": 5e-4,
            "adam_beta1": 0.5, "steps": 100_000, "eval_every": 5000}
 
-# Named presets: partial overrides of the defaults above. Published settings are cited in REFERENCE.md.
+# Named presets: partial overrides of the defaults above; docs/references.md cites each published setting.
 PRESETS: dict[str, dict] = {
     # Higgins et al. 2017 β-VAE on dSprites at the settings of Locatello et al. 2019 (= the defaults).
     "betaH_dsprites": {},
-    # A CPU demo: about 10 minutes or less on 2 cores, β = 16 so that position separates (at β = 4 it went to
-    # diagonal latents); 10,000 steps because at 6,000 some seeds still had a fourth latent dying away (float32 seed 2:
-    # MIG 0.150 at 6,000, 0.192 at 8,000, 0.238 at 10,000); `python sweep.py --preset demo_seeds` re-measures it.
+    # A CPU demo: β = 16 so that position separates (at β = 4 it went to diagonal latents); 10,000 steps so that
+    # every seed has settled (`python sweep.py --preset demo_seeds` re-measures it).
     "demo": {"beta": 16.0, "steps": 10_000, "lr": 5e-4, "log_every": 50, "sample_every": 2000, "checkpoint_every": 2000,
              "traverse_samples": 500, "metrics_dci": False},  # DCI's boosted trees alone take minutes
-    # CelebA at the original project's settings (_CELEBA above) with β = 10.
     "betaH_celeba": {**_CELEBA, "beta": 10.0},
-    # Its annealed runs: β decreasing 100 → 0 over 40k steps (read as "face structure, jaw and forehead")...
+    # The original project's annealed runs: β 100 → 0 ("face structure, jaw and forehead") and 0 → 10
+    # ("background colour and shading"), each over 40k steps.
     "betaH_celeba_anneal_down": {**_CELEBA, "beta_start": 100.0, "beta": 0.0, "anneal_steps": 40_000},
-    # ... and β rising 0 → 10 over 40k steps (read as "background colour and shading").
     "betaH_celeba_anneal_up": {**_CELEBA, "beta_start": 0.0, "beta": 10.0, "anneal_steps": 40_000},
-    # The objectives compared in REFERENCE.md, at the settings of Locatello et al. 2019 (batch 64, 300k steps,
+    # The objectives compared in the literature, at the settings of Locatello et al. 2019 (batch 64, 300k steps,
     # Adam 1e-4) with a value from each one's published grid (disentanglement_lib unsupervised_study_v1).
     "vae_dsprites": {"objective": "vae"},
     # Burgess et al. 2018 (γ 100–1000, C_max 20–25 nats over 100k steps) ∩ Locatello (γ = 1000, C_max 25).
@@ -131,37 +129,74 @@ PRESETS: dict[str, dict] = {
     "betaH_noisy_dsprites": {"dataset": "noisy_dsprites"},
 }
 
+# What each preset trains and what for, as `python main.py --help` lists it: one sentence each.
+PRESET_DESCRIPTIONS: dict[str, str] = {
+    "betaH_dsprites": "Higgins et al.'s β-VAE (β = 4) on dSprites for 300k steps at Locatello et al.'s settings, "
+                      "the published baseline (the same as no preset).",
+    "demo": "A β = 16 β-VAE on dSprites for 10k steps, to see disentangling on a CPU in about ten minutes.",
+    "betaH_celeba": "A β = 10 β-VAE on CelebA for 100k steps at the original TensorFlow project's settings, to "
+                    "compare its traversals with that project's.",
+    "betaH_celeba_anneal_down": "A β-VAE on CelebA with β annealed from 100 down to 0 over 40k steps, the original "
+                                "project's run whose traversals showed face structure.",
+    "betaH_celeba_anneal_up": "A β-VAE on CelebA with β annealed from 0 up to 10 over 40k steps, the original "
+                              "project's run whose traversals showed background colour and shading.",
+    "vae_dsprites": "A plain VAE (β = 1) on dSprites for 300k steps, the baseline every disentangling objective "
+                    "is compared with.",
+    "betaB_dsprites": "Burgess et al.'s capacity β-VAE (γ = 1000, C rising to 25 nats over 100k steps) on dSprites "
+                      "for 300k steps, to compare with the published scores.",
+    "factor_dsprites": "Kim & Mnih's FactorVAE (γ = 30) on dSprites for 300k steps, to compare with the published "
+                       "scores.",
+    "btcvae_dsprites": "Chen et al.'s β-TCVAE (β = 6) on dSprites for 300k steps, to compare with the published "
+                       "scores.",
+    "dipI_dsprites": "Kumar et al.'s DIP-VAE-I (λ_od = 10, λ_d = 100) on dSprites for 300k steps, to compare with "
+                     "the published scores.",
+    "dipII_dsprites": "Kumar et al.'s DIP-VAE-II (λ_od = λ_d = 10) on dSprites for 300k steps, to compare with the "
+                      "published scores.",
+    "betaH_color_dsprites": "The β = 4 β-VAE on colour-dSprites (each sprite in a random colour) for 300k steps, the "
+                            "3-channel variant of disentanglement_lib's benchmark.",
+    "betaH_noisy_dsprites": "The β = 4 β-VAE on noisy-dSprites (a white sprite on uniform noise) for 300k steps, the "
+                            "noisy variant of disentanglement_lib's benchmark.",
+}
+
 # Named sweeps for sweep.py: a base run preset ("preset") and/or base overrides ("set"), a "grid" (param → values,
 # cartesian product) and a "zip" (params whose value lists move together). Seeds: 3 per setting, a compute-bounded
 # choice (Locatello et al. 2019 show seeds matter as much as β; they used 50).
 SWEEPS: dict[str, dict] = {
-    # seeds/000: the original project's eight CelebA runs, read side by side by their highest-|mean| traversal:
-    # β = 10000, 1000, 100, 10; β annealed 100 → 0 and 0 → 10 over 40k steps, 10000 → 0 over 100k; a plain VAE.
+    # The original CelebA project's eight runs, read side by side by their highest-|mean| traversal.
     "original_celeba": {"preset": "betaH_celeba", "zip": {
         "objective": ["betaH"] * 7 + ["vae"],
         "beta": [10000.0, 1000.0, 100.0, 10.0, 0.0, 10.0, 0.0, 1.0],
         "beta_start": [None, None, None, None, 100.0, 0.0, 10000.0, None],
         "anneal_steps": [0, 0, 0, 0, 40_000, 40_000, 100_000, 0]}},
-    # seeds/004 (Higgins et al. 2017, Fig. 6): BetaVAE score and reconstruction against normalised β
-    # (β·latent_dim/pixels) over a log grid, one line per latent size.
+    # Higgins et al. 2017, Fig. 6: normalised β (β·latent_dim/pixels) over a log grid, one line per latent size.
     "beta_tradeoff_dsprites": {"preset": "betaH_dsprites", "set": {"beta_normalised": True},
                                "grid": {"beta": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
                                         "latent_dim": [5, 10, 20], "seed": [0, 1, 2]}},
-    # seeds/002 (the poster), Table 1 on dSprites: VAE, β-VAE₁ (β = 4 and 50), β-VAE₂ (capacity; the settings of
-    # betaB_dsprites) and FactorVAE (factor_dsprites' γ), scored by AAM and MMIG among the other metrics.
+    # Dubois et al. 2019 (poster), Table 1: β-VAE₂ takes betaB_dsprites' settings, FactorVAE factor_dsprites' γ.
     "poster_table1_dsprites": {"preset": "betaH_dsprites", "zip": {
         "objective": ["vae", "betaH", "betaH", "betaB", "factor"],
         "beta": [1.0, 4.0, 50.0, 1.0, 1.0],
         "gamma": [1.0, 1.0, 1.0, 1000.0, 30.0]}, "grid": {"seed": [0, 1, 2]}},
-    # The README's demo claim, re-checkable: the demo preset over 5 seeds in float32 and in bf16 (what auto picks on
-    # CPUs without and with fast bf16); summary.md gives each one's MIG as mean ± std [min, max].
+    # float32 and bf16: what auto picks on CPUs without and with fast bf16.
     "demo_seeds": {"preset": "demo", "grid": {"amp": [False, "bf16"], "seed": [0, 1, 2, 3, 4]}},
-    # A CPU-sized sweep (6 runs on 2 cores) that shows the trade-off: recon error rising, KL falling with β.
-    # 2,000 steps: at 1,500 the β = 1, seed 0 model was still leaving a collapsed start (recon 177, falling fast).
-    # No BetaVAE score, to save time (about 20 s of a model's 80 s of metrics; most is encoding dSprites).
+    # 2,000 steps: shorter runs were still leaving a collapsed start. No BetaVAE score, to save time.
     "sweep_demo": {"preset": "demo", "set": {"steps": 2000, "sample_every": 1000, "checkpoint_every": 1000,
                                              "metrics": True, "metrics_dci": False, "metrics_beta_vae": False},
                    "grid": {"beta": [1.0, 4.0, 16.0], "seed": [0, 1]}},
+}
+
+# What each sweep trains and what for, as `python sweep.py --help` lists it: one sentence each.
+SWEEP_DESCRIPTIONS: dict[str, str] = {
+    "original_celeba": "The original TensorFlow project's eight CelebA runs (β from 10 to 10000, three annealed, a "
+                       "plain VAE), to compare their traversals with its pictures.",
+    "beta_tradeoff_dsprites": "Higgins et al.'s β-VAE on dSprites over eight normalised β values and 5, 10 and 20 "
+                              "latents, three seeds each, to redraw their BetaVAE score against β (Fig. 6).",
+    "poster_table1_dsprites": "VAE, β-VAE (β = 4 and 50), capacity β-VAE and FactorVAE on dSprites, three seeds "
+                              "each, to reproduce the AAM and MMIG of Dubois et al.'s poster (Table 1).",
+    "demo_seeds": "The demo preset over five seeds in float32 and in bf16, to check the README's demo claim "
+                  "with mean ± std.",
+    "sweep_demo": "The demo preset at 2,000 steps for β = 1, 4 and 16 and two seeds, to see the β trade-off on a "
+                  "CPU in minutes.",
 }
 
 
@@ -309,40 +344,3 @@ def validate(params: Params) -> None:
     if params.objective in ("factor", "btcvae") and params.batch_size < 2:
         raise UserError(f"Objective '{params.objective}' estimates q(z) across the batch; set batch_size to 2 or "
                         f"more (64 is usual).")
-
-
-def _source_lines() -> list[str]:
-    with open(__file__, encoding="utf-8") as f:
-        return f.read().splitlines()
-
-
-def preset_descriptions() -> dict[str, str]:
-    """Each preset's name → the comment line above its entry in PRESETS ('' when it has none)."""
-    lines, descriptions = _source_lines(), {}
-    start = next(i for i, line in enumerate(lines) if line.startswith("PRESETS"))
-    for i in range(start + 1, len(lines)):
-        match = re.match(r'\s+"(\w+)":', lines[i])
-        if match and match.group(1) in PRESETS:
-            block, j = [], i - 1
-            while lines[j].strip().startswith("#"):
-                block.insert(0, lines[j].strip().lstrip("#").strip())
-                j -= 1
-            # an entry right below another without a comment of its own shares that entry's (dipI/dipII)
-            descriptions[match.group(1)] = " ".join(block) or (list(descriptions.values()) or [""])[-1]
-        if lines[i].startswith("}"):
-            break
-    return descriptions
-
-
-def param_table() -> str:
-    """The params as a text table: name, type, default and the trailing comment from params.py."""
-    comments = {}
-    for line in _source_lines():
-        match = re.match(r"    (\w+): .*?#\s*(.*)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2)
-    hints = typing.get_type_hints(Params)
-    rows = [(f.name, str(hints[f.name]).replace("typing.", "").replace("<class '", "").replace("'>", ""),
-             repr(f.default), comments.get(f.name, "")) for f in fields(Params)]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join(f"{n:<{widths[0]}}  {t:<{widths[1]}}  {d:<{widths[2]}}  {c}" for n, t, d, c in rows)

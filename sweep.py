@@ -1,4 +1,8 @@
-"""Train a grid of runs and compare them: python sweep.py [--preset P] [--grid k=a,b] [--zip ...] [--resume DIR]."""
+"""Train a grid of runs and compare them: python sweep.py [--preset P] [--grid k=a,b] [--zip ...] [--resume DIR].
+
+Before training it prints its plan: the points, the packs they train in, their steps, and an estimate of the
+training time on this device from a few timed steps (--no-estimate skips the timing).
+"""
 from __future__ import annotations
 
 import argparse
@@ -19,9 +23,25 @@ def gather_results(results: list, ddp) -> list:
     return [result for part in everyone for result in part]
 
 
+def print_plan(points: list, folder: str, device, estimate: bool, world: int) -> None:
+    """The plan (betavae/scale/plan.py); a failed measurement costs the estimate, never the sweep."""
+    from betavae.scale import plan
+
+    try:
+        print(plan.describe(points, folder, device, estimate=estimate, ranks=world), flush=True)
+    except Exception as error:  # noqa: BLE001  each point's own run reports what is wrong with it
+        print(f"plan: {len(points)} points; no time estimate ({type(error).__name__}: {error})".splitlines()[0],
+              flush=True)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--preset", help="a sweep preset (params.SWEEPS) or a run preset (params.PRESETS) as base")
+    from betavae.listing import sweep_list
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=f"sweep presets (params.SWEEPS):\n{sweep_list()}\n\nRun presets (python main.py --help) serve as a "
+               f"base for --grid and --zip.")
+    parser.add_argument("--preset", help="a sweep preset (listed below) or a run preset (params.PRESETS) as base")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="sweep one param over values; repeatable (points are the cartesian product)")
     parser.add_argument("--zip", action="append", nargs="+", default=[], metavar="KEY=V1,V2",
@@ -31,7 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="base param overrides; several after one flag; repeatable; applied last")
     parser.add_argument("--name", help="sweep folder name under out_dir (default: the preset or sweep_<time>)")
     parser.add_argument("--resume", metavar="DIR", help="finish the sweep in DIR (skips finished points)")
-    parser.add_argument("--report", metavar="DIR", help="rebuild sweep.csv, tradeoff.png and sweep.html in DIR")
+    parser.add_argument("--report", metavar="DIR", help="rebuild sweep.csv, summary.md, tradeoff.png and sweep.html "
+                                                        "in DIR")
+    parser.add_argument("--no-estimate", action="store_true",
+                        help="print the plan without timing steps for its time estimate")
     return parser.parse_args(argv)
 
 
@@ -78,6 +101,7 @@ def main_(argv: list[str] | None = None) -> int:
             raise UserError(error)
         if rank == 0:
             print(f"sweep: {len(points)} points in {folder}" + (f", split over {world} ranks" if world > 1 else ""))
+            print_plan(points, folder, device, not args.no_estimate, world)
         say = print if world == 1 else (lambda message: print(f"rank {rank}: {message}", flush=True))
         try:
             results = run_points(points[rank::world], device, out=folder, say=say)

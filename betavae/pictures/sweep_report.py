@@ -12,10 +12,14 @@ import urllib.parse
 import numpy as np
 import yaml
 
+from betavae.evaluation.published import MEASURED, SWEEP_FIGURES
 from betavae.pictures.plots import subplots
 
 # main.train's line, or train_pack's (aggregate model-steps/s of a pack of K: each model ran at 1/K of it).
 TRAINED = re.compile(r"trained (\d+) steps in ([\d.]+) s(?: in a pack of (\d+))?: ([\d.]+) (?:model-)?steps/s")
+
+
+COLUMNS = 3  # panels per row of tradeoff.png
 
 
 def read_point(folder: str, active_kl: float) -> dict:
@@ -56,10 +60,14 @@ def fmt(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def read_sweep_spec(sweep_dir: str) -> dict:
+    with open(os.path.join(sweep_dir, "sweep.yaml")) as f:
+        return yaml.safe_load(f)
+
+
 def collect(sweep_dir: str) -> tuple[list[str], list[dict], list[str]]:
     """(varying keys, one row per point in sweep.yaml order, metric columns)."""
-    with open(os.path.join(sweep_dir, "sweep.yaml")) as f:
-        spec = yaml.safe_load(f)
+    spec = read_sweep_spec(sweep_dir)
     keys = sorted(list(spec["grid"]) + [k for group in spec["zip"] for k in group], key=lambda k: k == "seed")
     active_kl = spec["base"].get("active_kl", 0.01)
     rows = []
@@ -82,13 +90,18 @@ def numeric(values) -> bool:
 
 
 def plot_tradeoff(path: str, keys: list[str], rows: list[dict], metrics: list[str]) -> None:
-    """One panel per quantity against the first numeric non-seed swept param; mean ± std over the rest."""
+    """One panel per quantity against the first numeric non-seed swept param, mean ± std over the rest; the panels
+    fill rows of COLUMNS, so each stays readable however many metrics there are."""
     swept = [k for k in keys if k != "seed" and len({str(r[k]) for r in rows}) > 1]
     x_key = next((k for k in swept if numeric([r[k] for r in rows])), swept[0] if swept else None)
     line_key = next((k for k in swept if k != x_key), None)
     quantities = ["recon", "kl"] + metrics
-    fig, axes = subplots(1, len(quantities), figsize=(3.2 * len(quantities), 3.0), squeeze=False)
-    for ax, quantity in zip(axes[0], quantities):
+    columns = min(COLUMNS, len(quantities))
+    rows_of_panels = -(-len(quantities) // columns)
+    fig, axes = subplots(rows_of_panels, columns, figsize=(4.2 * columns, 3.4 * rows_of_panels), squeeze=False)
+    for ax in axes.flat[len(quantities):]:
+        ax.set_visible(False)
+    for ax, quantity in zip(axes.flat, quantities):
         for line in sorted({r[line_key] for r in rows} if line_key else {None}, key=str):
             subset = [r for r in rows if (line_key is None or r[line_key] == line) and quantity in r]
             xs = sorted({r[x_key] for r in subset}, key=lambda v: (str(type(v)), v)) if x_key else [0]
@@ -136,12 +149,41 @@ def summarise(keys: list[str], rows: list[dict], metrics: list[str]) -> tuple[li
     return header, table
 
 
-def write_summary(path: str, header: list[str], table: list[list[str]]) -> None:
+def with_published(sweep: str | None, steps, header: list[str], table: list[list[str]]
+                   ) -> tuple[list[str], list[list[str]], list[str]]:
+    """The summary with a '<quantity> published' column beside each quantity the sweep preset `sweep` has published
+    figures for (published.SWEEP_FIGURES; '—' where a setting has none), and the notes that say where each figure
+    comes from and which protocol each number follows. Unchanged, with no notes, for a sweep without figures."""
+    figures = SWEEP_FIGURES.get(sweep or "")
+    if figures is None:
+        return header, table, []
+    shown = [q for q in header if any(q in values for _, values in figures["settings"])]
+    new_header, new_table = [], [[] for _ in table]
+    for column, name in enumerate(header):
+        new_header.append(name)
+        for row, new_row in zip(table, new_table):
+            new_row.append(row[column])
+        if name not in shown:
+            continue
+        new_header.append(f"{name} published")
+        for row, new_row in zip(table, new_table):
+            match = [values for setting, values in figures["settings"]
+                     if all(k in header and row[header.index(k)] == fmt_short(v) for k, v in setting.items())]
+            new_row.append(match[0].get(name, "—") if match else "—")
+    notes = [f"Published: {figures['source']}. {figures['note']}"]
+    notes += [f"Protocol of `{q}`: measured here, {MEASURED.get(q, 'docs/metrics.md')}; published, "
+              f"{figures['protocol'].get(q, 'as its source states')}." for q in shown]
+    trained = f"{steps:,}" if isinstance(steps, int) else str(steps)
+    notes.append(f"Measured: this sweep's models after {trained} steps each, mean ± std over their seeds.")
+    return new_header, new_table, notes
+
+
+def write_summary(path: str, header: list[str], table: list[list[str]], notes: list[str] = ()) -> None:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in table]
     with open(path, "w") as f:
         f.write("Mean ± std over the finished seeds of each setting (sample std, ddof = 1), [min, max]; "
-                "n = finished/all.\n\n" + "\n".join(lines) + "\n")
+                "n = finished/all.\n\n" + "\n".join(lines) + "\n" + "".join(f"\n{note}\n" for note in notes))
 
 
 def newest(folder: str, prefix: str) -> str | None:
@@ -156,8 +198,10 @@ def write_report(sweep_dir: str) -> None:
         writer = csv.writer(f)
         writer.writerow(columns)
         writer.writerows([[fmt(r.get(c, "")) for c in columns] for r in rows])
-    summary_header, summary = summarise(keys, rows, metrics)
-    write_summary(os.path.join(sweep_dir, "summary.md"), summary_header, summary)
+    spec = read_sweep_spec(sweep_dir)
+    summary_header, summary, notes = with_published(spec.get("sweep"), spec["base"].get("steps"),
+                                                    *summarise(keys, rows, metrics))
+    write_summary(os.path.join(sweep_dir, "summary.md"), summary_header, summary, notes)
     plot_tradeoff(os.path.join(sweep_dir, "tradeoff.png"), keys, rows, metrics)
     link = lambda *parts: html.escape(urllib.parse.quote("/".join(parts), safe="/=,"))  # noqa: E731
     table = "".join("<tr>" + "".join(f"<td>{html.escape(fmt(r.get(c, '')))}</td>" for c in columns) + "</tr>\n"
@@ -182,7 +226,8 @@ def write_report(sweep_dir: str) -> None:
             "<table border=\"1\" cellspacing=\"0\"><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in summary_header)
             + "</tr>\n" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n"
                                    for row in summary) + "</table>\n"
-            "<img src=\"tradeoff.png\" alt=\"tradeoff\">\n"
+            + "".join(f"<p>{html.escape(note).replace('`', '')}</p>\n" for note in notes)
+            + "<img src=\"tradeoff.png\" alt=\"tradeoff\">\n"
             "<h2>Traversals (grid, highest-|mean| latent)</h2>\n" + "\n".join(gallery) + "\n</body></html>\n")
     with open(os.path.join(sweep_dir, "sweep.html"), "w") as f:
         f.write(page)

@@ -15,6 +15,7 @@ from params import Params
 
 AUTO_CANDIDATES = {"cpu": (1, 2, 4), "cuda": (1, 8, 32, 128)}
 _AUTO_CACHE: dict[tuple, int] = {}  # (device, channels, latent_dim, batch_size, amp) → measured best pack size
+AUTO_RATES: dict[tuple, dict[int, float]] = {}  # the same key → {pack size: model-steps/s} behind that choice
 
 
 def _one_after_another(params_list: list[Params], images: torch.Tensor, device: torch.device):
@@ -88,6 +89,7 @@ def resolve_pack(params: Params, dataset, device: torch.device) -> int:
         images = dataset.batch(torch.randint(len(dataset), (max(256, params.batch_size),),
                                              generator=torch.Generator().manual_seed(0)))[0]
         rates = {size: measure(params, images, device, size) for size in AUTO_CANDIDATES.get(device.type, (1,))}
+        AUTO_RATES[key] = rates  # sweep.py's plan estimates its time from them
         best = max(rates, key=rates.get)
         _AUTO_CACHE[key] = best if rates[best] >= 1.1 * rates[1] else 1
     return _AUTO_CACHE[key]

@@ -92,7 +92,7 @@ def expand(base: Params, grid: dict[str, list], zips: list[dict[str, list]]) -> 
 
 def load_spec(args: argparse.Namespace) -> dict:
     """Preset (sweep or run) → YAML file → --grid/--zip → --set, as one spec: preset, set, grid, zip."""
-    spec = {"preset": None, "set": {}, "grid": {}, "zip": []}
+    spec = {"preset": None, "set": {}, "grid": {}, "zip": [], "sweep": None}
 
     def merge(part: dict, source: str) -> None:
         unknown = set(part) - {"preset", "set", "grid", "zip"}
@@ -106,6 +106,7 @@ def load_spec(args: argparse.Namespace) -> dict:
 
     if args.preset in SWEEPS:
         merge(SWEEPS[args.preset], f"sweep preset '{args.preset}'")
+        spec["sweep"] = args.preset  # the report finds the published figures it reproduces by this name
     elif args.preset:
         spec["preset"] = args.preset
     if args.config:
@@ -117,6 +118,12 @@ def load_spec(args: argparse.Namespace) -> dict:
         spec["zip"].append(dict(parse_values(text, "--zip") for text in group))
     spec["set"].update(dict(parse_assignment(a) for a in args.assignments))
     return spec
+
+
+def preset_points(name: str) -> list[Point]:
+    """The points of the sweep preset `name` as `python sweep.py --preset name` expands them."""
+    spec = load_spec(argparse.Namespace(preset=name, config=None, grid=[], zip=[], assignments=[]))
+    return expand(base_params(spec), spec["grid"], spec["zip"])
 
 
 def base_params(spec: dict) -> Params:
@@ -141,7 +148,7 @@ def new_sweep_dir(params: Params, name: str) -> str:
 
 
 def write_spec(folder: str, base: Params, spec: dict, points: list[Point]) -> None:
-    record = {"preset": spec["preset"], "base": dataclasses.asdict(base), "grid": spec["grid"], "zip": spec["zip"],
+    record = {"preset": spec["preset"], "sweep": spec.get("sweep"), "base": dataclasses.asdict(base), "grid": spec["grid"], "zip": spec["zip"],
               "points": [{"name": p.name, "overrides": p.overrides} for p in points]}
     with open(os.path.join(folder, "sweep.yaml"), "w") as f:
         yaml.safe_dump(record, f, sort_keys=False)
