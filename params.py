@@ -74,7 +74,8 @@ class Params:
     eval_every: int = 0                # steps between evaluations (metrics, validation loss); 0 = only at the end
     traverse_samples: int = 1000       # images encoded to find the highest-|mean| latent and its range
     traverse_points: int = 10          # images per traversal row
-    metrics: bool = True               # disentanglement scores (metrics.py) at the end and every eval_every steps, on datasets with factors
+    metrics: typing.Union[bool, str] = "default"  # scores at the end and every eval_every steps: default | all | none | names, comma-joined (docs/metrics.md)
+    metrics_representation: str = "mean"  # score the encoder mean μ, a sample μ + σ·ε (keys sampled_*), or both
     metrics_dci: bool = True           # include DCI, whose boosted trees take minutes by protocol
     metrics_beta_vae: bool = True      # include BetaVAE, whose protocol draws 1.9M images (~20 s beyond the others)
     active_kl: float = 0.01            # nats: a latent whose KL to the prior is below this is inactive (greyed or hidden)
@@ -104,7 +105,7 @@ PRESETS: dict[str, dict] = {
     # A CPU demo: β = 16 so that position separates (at β = 4 it went to diagonal latents); 10,000 steps so that
     # every seed has settled (`python sweep.py --preset demo_seeds` re-measures it).
     "demo": {"beta": 16.0, "steps": 10_000, "lr": 5e-4, "log_every": 50, "sample_every": 2000, "checkpoint_every": 2000,
-             "traverse_samples": 500, "metrics_dci": False},  # DCI's boosted trees alone take minutes
+             "traverse_samples": 500, "metrics": "default,aam_mmig", "metrics_dci": False},  # DCI's trees take minutes
     "betaH_celeba": {**_CELEBA, "beta": 10.0},
     # The original project's annealed runs: β 100 → 0 ("face structure, jaw and forehead") and 0 → 10
     # ("background colour and shading"), each over 40k steps.
@@ -173,7 +174,7 @@ SWEEPS: dict[str, dict] = {
                                "grid": {"beta": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
                                         "latent_dim": [5, 10, 20], "seed": [0, 1, 2]}},
     # Dubois et al. 2019 (poster), Table 1: β-VAE₂ takes betaB_dsprites' settings, FactorVAE factor_dsprites' γ.
-    "poster_table1_dsprites": {"preset": "betaH_dsprites", "zip": {
+    "poster_table1_dsprites": {"preset": "betaH_dsprites", "set": {"metrics": "default,aam_mmig"}, "zip": {
         "objective": ["vae", "betaH", "betaH", "betaB", "factor"],
         "beta": [1.0, 4.0, 50.0, 1.0, 1.0],
         "gamma": [1.0, 1.0, 1.0, 1000.0, 30.0]}, "grid": {"seed": [0, 1, 2]}},
@@ -181,7 +182,8 @@ SWEEPS: dict[str, dict] = {
     "demo_seeds": {"preset": "demo", "grid": {"amp": [False, "bf16"], "seed": [0, 1, 2, 3, 4]}},
     # 2,000 steps: shorter runs were still leaving a collapsed start. No BetaVAE score, to save time.
     "sweep_demo": {"preset": "demo", "set": {"steps": 2000, "sample_every": 1000, "checkpoint_every": 1000,
-                                             "metrics": True, "metrics_dci": False, "metrics_beta_vae": False},
+                                             "metrics": "default,aam_mmig", "metrics_dci": False,
+                                             "metrics_beta_vae": False},
                    "grid": {"beta": [1.0, 4.0, 16.0], "seed": [0, 1]}},
 }
 
@@ -300,7 +302,7 @@ SCHEDULE_SHAPES = ("constant", "linear", "cosine", "cyclical")              # lo
 CHOICES = {"dataset": ("dsprites", "color_dsprites", "noisy_dsprites", "celeba", "PATH.npz"),
            "objective": OBJECTIVE_NAMES, "beta_schedule": SCHEDULE_SHAPES, "gamma_schedule": SCHEDULE_SHAPES,
            "capacity_schedule": SCHEDULE_SHAPES, "recon": ("bernoulli", "gaussian", "laplace"),
-           "device": ("auto", "cpu", "cuda"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
+           "device": ("auto", "cpu", "cuda"), "metrics_representation": ("mean", "sampled", "both"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
            **{switch: ("auto", True, False) for switch in SPEED_SWITCHES if switch != "amp"}, "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",
@@ -336,6 +338,8 @@ def validate(params: Params) -> None:
     for key in NOT_NEGATIVE:
         if getattr(params, key) < 0:
             raise UserError(f"Param '{key}' must be zero or positive, got {getattr(params, key)}.")
+    from betavae.evaluation.scores import select
+    select(params.metrics)  # an unknown metric name is a UserError naming the closest
     if params.schedule_ratio > 1:
         raise UserError(f"Param 'schedule_ratio' is a fraction of a cycle; give a value in (0, 1], "
                         f"got {params.schedule_ratio}.")

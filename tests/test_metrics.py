@@ -173,10 +173,23 @@ def test_dataset_codes_encode_each_row_once_and_match_the_encoder():
     np.testing.assert_array_equal(again, codes[::-1])
 
 
-def test_record_writes_every_score_by_step_and_skips_data_without_factors(tmp_path):
+class TinyRows:
+    """A dataset without factors, as CelebA: rows of images."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def batch(self, rows: torch.Tensor):
+        x = torch.zeros(len(rows), 1, 64, 64)
+        x[torch.arange(len(rows)), 0, rows % 64, (rows * 7) % 64] = 1.0
+        return x, None
+
+
+def test_record_writes_every_score_by_step_and_gives_data_without_factors_the_unsupervised_scores(tmp_path):
     torch.manual_seed(0)
     model, lines = VAE(1, 4), []
-    first = metrics.record(model, TinyFactorData(), str(tmp_path), 10, seed=0, say=lines.append)
+    first = metrics.record(model, TinyFactorData(), str(tmp_path), 10, seed=0, say=lines.append,
+                           metrics="default,aam_mmig")
     metrics.record(model, TinyFactorData(), str(tmp_path), 20, seed=0, include_dci=False, say=lines.append,
                    include_beta_vae=False)
     saved = yaml.safe_load((tmp_path / "metrics.yaml").read_text())
@@ -185,9 +198,17 @@ def test_record_writes_every_score_by_step_and_skips_data_without_factors(tmp_pa
             "dci_informativeness"} <= set(saved[10])
     assert saved[10]["mig"] == first["mig"] and "dci_disentanglement" not in saved[20]
     assert "beta_vae" not in saved[20] and "beta_vae" not in saved[20]["seconds"] and saved[20]["mig"] == first["mig"]
+    assert {"modularity_score", "explicitness_score_test", "gaussian_total_correlation", "mutual_info_score"} <= set(
+        saved[10]) and "aam" not in saved[20]  # the default selection: the study's six and the unsupervised scores
     assert len(lines) == 2 and "metrics at step 10" in lines[0]
-    assert metrics.record(model, object(), str(tmp_path / "celeba"), 5, say=lines.append) is None
-    assert "no ground-truth factors" in lines[-1] and not (tmp_path / "celeba").exists()
+    (tmp_path / "celeba").mkdir()
+    unlabelled = metrics.record(model, TinyRows(), str(tmp_path / "celeba"), 5, say=lines.append)
+    assert {k for k, v in unlabelled.items() if isinstance(v, float)} == {
+        "gaussian_total_correlation", "gaussian_wasserstein_correlation", "gaussian_wasserstein_correlation_norm",
+        "mutual_info_score"}
+    assert lines[-2] == ("metrics skipped: beta_vae, factor_vae, mig, dci, modularity_explicitness, sap: needs "
+                         "ground-truth factors")
+    assert "metrics at step 5" in lines[-1] and (tmp_path / "celeba" / "metrics.yaml").exists()
 
 
 @pytest.mark.filterwarnings("ignore:The number of unique classes")  # DCI on a few dozen points

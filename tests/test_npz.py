@@ -52,7 +52,7 @@ def run_args(tmp_path, name, dataset, steps=3):
     return ["--set", f"out_dir={tmp_path / 'runs'}", "--set", f"run_name={name}", "--set", f"dataset={dataset}",
             "--set", f"steps={steps}", "--set", "batch_size=8", "--set", "log_every=1", "--set", "sample_every=100",
             "--set", "checkpoint_every=100", "--set", "traverse_samples=20", "--set", "device=cpu",
-            "--set", "factor_samples=1", "--set", "threads=1"]
+            "--set", "factor_samples=1", "--set", "threads=1", "--set", "metrics=default,aam_mmig"]
 
 
 @pytest.mark.filterwarnings("ignore:The number of unique classes")  # DCI on a few dozen points
@@ -206,11 +206,12 @@ class RenderedGrid:
 def test_a_grid_scores_the_same_from_a_shuffled_file_as_rendered_from_its_factors(tmp_path):
     torch.manual_seed(0)
     model = VAE(1, 4)
-    from_file = metrics.evaluate(model, data.NpzFactors(grid_file(tmp_path)), seed=2, progress=False)
-    rendered = metrics.evaluate(model, RenderedGrid(), seed=2, progress=False)
+    from_file = metrics.evaluate(model, data.NpzFactors(grid_file(tmp_path)), seed=2, progress=False, metrics="all")
+    rendered = metrics.evaluate(model, RenderedGrid(), seed=2, progress=False, metrics="all")
     scores = {k: v for k, v in from_file.items() if k != "seconds"}
     assert scores == {k: v for k, v in rendered.items() if k != "seconds"}
     assert scores["beta_vae"] > 0 and len(EVERY_SCORE & set(scores)) == len(EVERY_SCORE)
+    assert set(scores["skipped"]) == {"udr"} and "IRS" in scores and "mean_fairness:mean_pred:mean_sens" in scores
 
 
 def test_dsprites_npz_scores_the_same_as_the_built_in_dataset(tmp_path, monkeypatch):

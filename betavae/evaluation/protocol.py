@@ -17,12 +17,33 @@ SAMPLES = {
     # The poster's q(z|x) estimator for AAM and MMIG (`posterior_information`), sized for CPU: images whose
     # posteriors form q(z_j), z draws scored against that mixture, and images per value of each factor.
     "poster_marginal": 10_000, "poster_entropy_draws": 2_000, "poster_per_value": 256,
+    # The rest of disentanglement_lib's study (config/unsupervised_study_v1/metric_configs, fairness_study_v1):
+    # modularity/explicitness, the unsupervised scores and IRS take the first 10,000 shared points (and the 5,000
+    # test points); the downstream task trains on the first 10, 100, 1,000 and 10,000 and tests on the 5,000.
+    "downstream_train": [10, 100, 1_000, 10_000],
+    "fairness_per_class": 100,          # test points per value of the sensitive factor
+    "udr_points": 1_000,                # images every model encodes for UDR (Duan et al. 2020)
 }
-POSTER_DEFAULTS = {"poster_marginal": 10_000, "poster_entropy_draws": 2_000, "poster_per_value": 256}
 HISTOGRAM_BINS = 20                     # disentanglement_lib's discretizer for MIG
 FACTOR_VAE_PRUNE_STD = 0.05             # Kim & Mnih: latents with a smaller global std are collapsed
 
+IRS_QUANTILE = 0.99                     # disentanglement_lib's `diff_quantile` for IRS (1.0 is the paper's maximum)
+UDR_KL_THRESHOLD = 0.01                 # nats: latents below this mean KL are left out of UDR (Duan et al. 2020)
+
 Representation = Callable[[np.ndarray], np.ndarray]
+
+
+DEFAULTS = dict(SAMPLES)
+
+
+def count(name: str):
+    """SAMPLES[name], or its protocol default when a caller (a test) set SAMPLES without it."""
+    return SAMPLES.get(name, DEFAULTS[name])
+
+
+def train_count() -> int:
+    """Of the SAMPLES["split"] shared points, how many train (two thirds: 10,000 of 15,000); the rest test."""
+    return (2 * SAMPLES["split"]) // 3
 
 
 def rng(seed: int, name: str) -> np.random.Generator:

@@ -112,6 +112,21 @@ class ObservedSampler:
         return order[picks].ravel(), len(values)
 
 
+class RowSampler:
+    """A dataset without factors (CelebA, MNIST): keys are dataset rows, drawn uniformly; there are no factors."""
+
+    mode, count, bin_tables = "rows", 0, {}
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def sample(self, rng: np.random.Generator, count: int) -> np.ndarray:
+        return rng.integers(self.size, size=count)
+
+    def factors(self, keys: np.ndarray) -> None:
+        return None
+
+
 def bin_tables(dataset) -> dict[int, np.ndarray]:
     """For each continuous factor, its class -> bin: disentanglement_lib's discretiser (`_histogram_discretize`),
     HISTOGRAM_BINS equal-width bins over the range of the factor's values (`factor_values`, else class indices)."""
@@ -124,26 +139,26 @@ def bin_tables(dataset) -> dict[int, np.ndarray]:
     return tables
 
 
-def sampler_for(dataset) -> GridSampler | ObservedSampler:
-    """The complete-grid protocol where every combination has one image (dSprites), observed pairs otherwise."""
+def sampler_for(dataset) -> GridSampler | ObservedSampler | RowSampler:
+    """The complete-grid protocol where every combination has one image (dSprites), observed pairs otherwise, and
+    uniform rows for a dataset without factors."""
+    if getattr(dataset, "factor_sizes", None) is None:
+        return RowSampler(len(dataset))
     tables = bin_tables(dataset)
     if getattr(dataset, "complete_grid", True):
         return GridSampler(dataset.factor_sizes, tables)
     return ObservedSampler(dataset.latents_classes[:, 1:].cpu().numpy(), tables)
 
 
-SCORES = {"beta_vae": "sampling", "factor_vae": "sampling", "aam": "strata", "mmig": "strata", "mig": "pairs",
-          "aam_histogram": "pairs", "mmig_histogram": "pairs", "sap": "pairs", "dci": "pairs"}
-MODES = {("grid", "sampling"): "full grid", ("grid", "strata"): "full grid",
+MODES = {("grid", "sampling"): "full grid", ("grid", "strata"): "full grid", ("grid", "interventions"): "full grid",
          ("observed", "sampling"): "images sharing the fixed value", ("observed", "strata"): "images sharing the value",
-         ("grid", "pairs"): "observed pairs", ("observed", "pairs"): "observed pairs"}
+         ("grid", "pairs"): "observed pairs", ("observed", "pairs"): "observed pairs", ("rows", "pairs"): "images"}
 
 
-def describe(sampler, dataset, include_dci: bool = True, include_beta_vae: bool = True) -> dict:
-    """What metrics.yaml records beside the scores: each score's draws, and the bins of continuous factors."""
-    left_out = {"dci"} if not include_dci else set()
-    left_out |= {"beta_vae"} if not include_beta_vae else set()
-    used = {name: MODES[(sampler.mode, kind)] for name, kind in SCORES.items() if name not in left_out}
+def describe(sampler, dataset, metrics: dict) -> dict:
+    """What metrics.yaml records beside the scores: how each metric that ran drew its images (`metrics`: name →
+    its Metric), and the bins of continuous factors."""
+    used = {name: MODES[(sampler.mode, metric.draws)] for name, metric in metrics.items()}
     binned = {dataset.factor_names[k]: f"{HISTOGRAM_BINS} equal-width bins" for k in sorted(sampler.bin_tables)}
     return {"sampling": used, "binned": binned}
 
@@ -153,6 +168,6 @@ def summary(scores: dict) -> str:
     groups: dict[str, list[str]] = {}
     for name, mode in scores["sampling"].items():
         groups.setdefault(mode, []).append(name)
-    text = "; ".join(f"{', '.join(names)}: {mode}" for mode, names in groups.items())
+    text = "; ".join(f"{', '.join(names)}: {mode}" for mode, names in groups.items()) or "nothing"
     bins = ", ".join(f"{name} in {how}" for name, how in scores["binned"].items())
     return f"images drawn as {text}" + (f"; binned: {bins}" if bins else "")

@@ -1,67 +1,16 @@
-"""Information-based scores: MIG (Chen et al. 2018, disentanglement_lib's histogram estimate), and AAM and MMIG
-(Dubois et al., the poster's Eq. 2-3) from histograms or from the Gaussian posteriors q(z|x)."""
+"""AAM and MMIG, the axis-alignment metric and modified MIG of Dubois et al. 2019 (poster "Understanding
+disentangling in VAE", Eq. 2-3), with I[z_j; v_k] from the Gaussian posteriors q(z|x) by stratified sampling (the
+poster's estimator, computed as Chen et al. 2018's MIG code does), and the same equations on MIG's histogram estimate."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from betavae.evaluation import protocol
-from betavae.evaluation.protocol import HISTOGRAM_BINS
+from betavae.evaluation.context import Context, Metric
+from betavae.evaluation.discretise import entropies, histogram_discretize, mutual_information_matrix
 from betavae.evaluation.sampling import GridSampler
-
-# ---------------------------------------------------------------- information from histograms
-
-def histogram_discretize(codes: np.ndarray, bins: int = HISTOGRAM_BINS) -> np.ndarray:
-    """disentanglement_lib's `_histogram_discretize`: each latent into `bins` equal-width bins: [N, D] -> int [N, D]."""
-    codes = np.asarray(codes, dtype=np.float64)
-    out = np.zeros(codes.shape, dtype=np.int64)
-    for j in range(codes.shape[1]):
-        out[:, j] = np.digitize(codes[:, j], np.histogram(codes[:, j], bins)[1][:-1])
-    return out
-
-
-def _mutual_information(a: np.ndarray, b: np.ndarray) -> float:
-    """Plug-in mutual information (nats) of two integer vectors, as sklearn's mutual_info_score."""
-    _, a = np.unique(a, return_inverse=True)
-    _, b = np.unique(b, return_inverse=True)
-    joint = np.bincount(a * (b.max() + 1) + b, minlength=(a.max() + 1) * (b.max() + 1)).reshape(a.max() + 1, -1)
-    joint = joint / len(a)
-    outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)
-    nonzero = joint > 0
-    return max(float(np.sum(joint[nonzero] * np.log(joint[nonzero] / outer[nonzero]))), 0.0)
-
-
-def mutual_information_matrix(discrete_codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """I(z_j; v_k) for every latent j and factor k: [D, K] in nats."""
-    return np.array([[_mutual_information(discrete_codes[:, j], factors[:, k]) for k in range(factors.shape[1])]
-                     for j in range(discrete_codes.shape[1])])
-
-
-def _entropies(factors: np.ndarray) -> np.ndarray:
-    return np.array([_mutual_information(factors[:, k], factors[:, k]) for k in range(factors.shape[1])])
-
-
-def _sorted_information(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
-    """I(z_j; v_k) sorted over latents, largest first: [D, K]."""
-    return -np.sort(-mutual_information_matrix(histogram_discretize(codes), np.asarray(factors)), axis=0)
-
-
-# ---------------------------------------------------------------- metrics on fixed arrays
-
-def mig(codes: np.ndarray, factors: np.ndarray) -> float:
-    """Mutual information gap as disentanglement_lib computes it (`mig.py`, Locatello et al. 2019).
-
-    20 equal-width bins per latent, plug-in mutual information with each factor, (largest − second) / H(v_k),
-    mean over factors; 10,000 points by protocol. Not Chen et al. 2018's MIG, which estimates I from q(z|x)
-    over the whole dataset: the two give different numbers.
-    """
-    information = _sorted_information(codes, factors)
-    entropy = _entropies(np.asarray(factors))
-    keep = entropy > 0  # a factor constant in the sample carries no information to gap
-    return float(np.mean((information[0, keep] - information[1, keep]) / entropy[keep]))
-
 
 def aam_from_information(information: np.ndarray) -> float:
     """Axis-alignment metric, Eq. (2) of Dubois et al. 2019 (poster), from I[z_j; v_k] [D, K]: per factor,
@@ -86,7 +35,7 @@ def mmig_from_information(information: np.ndarray, factors: np.ndarray) -> float
     information = -np.sort(-np.asarray(information, dtype=np.float64), axis=0)
     between = mutual_information_matrix(factors, factors)
     np.fill_diagonal(between, 0.0)
-    denominator = _entropies(factors) - (between.max(axis=0) if factors.shape[1] > 1 else 0.0)
+    denominator = entropies(factors) - (between.max(axis=0) if factors.shape[1] > 1 else 0.0)
     keep = denominator > 0
     return float(np.mean((information[0, keep] - information[1, keep]) / denominator[keep]))
 
@@ -97,16 +46,19 @@ def mmig_histogram(codes: np.ndarray, factors: np.ndarray) -> float:
     return mmig_from_information(mutual_information_matrix(histogram_discretize(codes), np.asarray(factors)), factors)
 
 
-# ---------------------------------------------------------------- the poster's estimator from q(z|x)
 
-def _gaussian_log_density(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def _gaussian_log_density(z, mu, logvar):
+    import torch
+
     return -0.5 * (np.log(2 * np.pi) + logvar + (z - mu) ** 2 * torch.exp(-logvar))
 
 
-def posterior_entropy(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+def posterior_entropy(z, mu, logvar, chunk: int = 256):
     """H[z_j] of the mixture q(z_j) = (1/N) Σ_n N(z_j; μ_j(x_n), σ_j²(x_n)) for every latent j, as Chen et al.
     2018's `estimate_entropies` (beta-tcvae, disentanglement_metrics.py): −mean over the draws z [S, D] (each from
     q(z|x) of one of the images) of log (1/N) Σ_n q(z_j|x_n), the sum by logsumexp. mu, logvar: [N, D]. Returns [D]."""
+    import torch
+
     total = torch.zeros(mu.shape[1], dtype=torch.float64)
     for part in z.split(chunk):  # [s, D] against [N, D] → [s, N, D], summed over N in log space
         log_q = _gaussian_log_density(part[:, None, :], mu[None], logvar[None])
@@ -130,9 +82,11 @@ def posterior_information(posterior: Callable[[np.ndarray], tuple[np.ndarray, np
     underestimates its entropy). Deterministic given `seed`. `sampler` (evaluation/sampling.py) draws the images:
     by default uniformly over the grid of `factor_sizes`; on an incomplete grid, strata of images sharing each value.
     """
-    marginal = marginal or protocol.SAMPLES.get("poster_marginal", protocol.POSTER_DEFAULTS["poster_marginal"])
-    draws = min(draws or protocol.SAMPLES.get("poster_entropy_draws", protocol.POSTER_DEFAULTS["poster_entropy_draws"]), marginal)
-    per_value = per_value or protocol.SAMPLES.get("poster_per_value", protocol.POSTER_DEFAULTS["poster_per_value"])
+    import torch
+
+    marginal = marginal or protocol.count("poster_marginal")
+    draws = min(draws or protocol.count("poster_entropy_draws"), marginal)
+    per_value = per_value or protocol.count("poster_per_value")
     rng, sampler = protocol.rng(seed, "poster_information"), sampler or GridSampler(factor_sizes)
     generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
 
@@ -169,3 +123,22 @@ def mmig_uniform(information: np.ndarray, factor_sizes: Sequence[int]) -> float:
     denominator = np.log(np.asarray(factor_sizes, dtype=np.float64))
     keep = denominator > 0
     return float(np.mean((information[0, keep] - information[1, keep]) / denominator[keep]))
+
+def compute(context: Context) -> dict:
+    """The four scores; H(v_k) = log |V_k| on a full grid, from the observed factors on an incomplete one."""
+    codes, factors = context.points()
+    count = protocol.SAMPLES["mig"]
+    codes, factors = codes[:count], factors[:count]
+    histogram = mutual_information_matrix(histogram_discretize(codes), factors)
+    information = posterior_information(context.posterior, context.factor_sizes, context.seed,
+                                        sampler=context.sampler)
+    uniform = context.sampler.mode == "grid"
+    return {"aam": aam_from_information(information),
+            "mmig": mmig_uniform(information, context.factor_sizes) if uniform
+            else mmig_from_information(information, factors),
+            "aam_histogram": aam_from_information(histogram),
+            "mmig_histogram": mmig_from_information(histogram, factors)}
+
+
+METRIC = Metric("aam_mmig", compute, headline=("aam", "mmig"), needs=frozenset({"factors", "posterior"}),
+                draws="strata", reference="Dubois et al. 2019 (poster), Eq. 2-3; Chen et al. 2018's estimator")

@@ -1,0 +1,83 @@
+"""A trained encoder as the metrics' representation function: keys → codes, each image encoded at most once.
+
+Keys are factor classes [N, K] on a complete grid (dSprites: each names one image), dataset rows [N] otherwise (a
+grid with gaps, or a dataset without factors). The representation is the encoder mean μ, or a sample μ + σ·ε drawn
+afresh at every call, as disentanglement_lib's `sampled` representation (Locatello et al. 2019 score both).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+
+class DatasetCodes:
+    """Representation function of a model on a dataset: keys → μ [N, D] (`__call__`), → (μ, log σ²) (`posterior`),
+    → μ + σ·ε (`sampled`).
+
+    Codes are cached per image: the sampling protocols draw ~2.9 million factor combinations from dSprites'
+    737,280 images, so each image is rendered and encoded at most once, in batches.
+    """
+
+    def __init__(self, model, dataset, batch_size: int | None = None, progress: bool = True):
+        self.model, self.dataset, self.progress = model, dataset, progress
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.batch_size = batch_size or (128 if on_cpu else 4096)  # see _encode for the CPU figure
+        sizes = getattr(dataset, "factor_sizes", None)
+        self.by_row = sizes is None or not getattr(dataset, "complete_grid", True)
+        sizes = np.array(sizes if sizes is not None else [len(dataset)], dtype=np.int64)
+        self.strides = np.array([int(np.prod(sizes[k + 1:])) for k in range(len(sizes))], dtype=np.int64)
+        count = len(dataset) if self.by_row else int(np.prod(sizes))
+        self.codes = np.zeros((count, model.latent_dim), dtype=np.float32)
+        self.logvars = np.zeros_like(self.codes)  # log σ² of q(z|x), for the posterior estimators and `sampled`
+        self.known = np.zeros(len(self.codes), dtype=bool)
+
+    def _rows(self, keys: np.ndarray) -> np.ndarray:
+        keys = np.asarray(keys, dtype=np.int64)
+        return keys if self.by_row else keys @ self.strides
+
+    def __call__(self, keys: np.ndarray) -> np.ndarray:
+        rows = self._rows(keys)
+        missing = np.unique(rows[~self.known[rows]])
+        if missing.size:
+            self._encode(missing)
+        return self.codes[rows]
+
+    def posterior(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The Gaussian posterior of each key's image: (μ, log σ²), each [N, D]; same cache as `__call__`."""
+        self(keys)
+        rows = self._rows(keys)
+        return self.codes[rows], self.logvars[rows]
+
+    def sampler(self, seed: int):
+        """The sampled representation: keys → μ + σ·ε with fresh ε at every call, from a stream seeded by `seed`."""
+        rng = np.random.default_rng([seed, 1])
+
+        def sampled(keys: np.ndarray) -> np.ndarray:
+            mu, logvar = self.posterior(keys)
+            return (mu + np.exp(0.5 * logvar) * rng.standard_normal(mu.shape)).astype(np.float32)
+        return sampled
+
+    def _images(self, rows: torch.Tensor) -> torch.Tensor:
+        if self.by_row:
+            return self.dataset.batch(rows)[0]
+        factors = (rows[:, None] // torch.from_numpy(self.strides)) % torch.tensor(self.dataset.factor_sizes)
+        classes = torch.cat([torch.zeros(len(rows), 1, dtype=torch.int64), factors], dim=1)  # colour 0 first
+        return self.dataset.images(classes)
+
+    def _encode(self, rows: np.ndarray) -> None:
+        device = next(self.model.parameters()).device
+        chunks = torch.from_numpy(rows).split(self.batch_size)
+        # Measured on 2 CPU cores: a channels-last copy of the encoder runs ~1.5x faster, and batches of up to
+        # ~160 images ~2x faster than 256 or more (16,000 vs 7,500 images/s). The model itself is left as it is.
+        encoder = copy.deepcopy(self.model.encoder).eval().to(memory_format=torch.channels_last)
+        bar = tqdm(chunks, desc="encoding images", leave=False, disable=not self.progress or len(chunks) < 100)
+        with torch.inference_mode():
+            for start, chunk in zip(range(0, len(rows), self.batch_size), bar):
+                x = self._images(chunk).to(device).contiguous(memory_format=torch.channels_last)
+                mu, logvar = encoder(x)  # [B, D] each
+                self.codes[rows[start:start + len(chunk)]] = mu.float().cpu().numpy()
+                self.logvars[rows[start:start + len(chunk)]] = logvar.float().cpu().numpy()
+        self.known[rows] = True
