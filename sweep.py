@@ -34,6 +34,17 @@ def print_plan(points: list, folder: str, device, estimate: bool, world: int) ->
               flush=True)
 
 
+def record_udr(folder: str) -> None:
+    """UDR over the seeds of each setting (betavae/scale/udr_runs.py); a problem costs the UDR column, not the report."""
+    from betavae.errors import DataError
+    from betavae.scale.udr_runs import sweep_udr
+
+    try:
+        sweep_udr(folder)
+    except (UserError, DataError) as error:
+        print(f"udr skipped: {error}")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from betavae.listing import sweep_list
 
@@ -52,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--name", help="sweep folder name under out_dir (default: the preset or sweep_<time>)")
     parser.add_argument("--resume", metavar="DIR", help="finish the sweep in DIR (skips finished points)")
     parser.add_argument("--report", metavar="DIR", help="rebuild sweep.csv, summary.md, tradeoff.png and sweep.html "
-                                                        "in DIR")
+                                                        "in DIR (and UDR where a setting's udr.yaml is missing)")
     parser.add_argument("--no-estimate", action="store_true",
                         help="print the plan without timing steps for its time estimate")
     return parser.parse_args(argv)
@@ -71,6 +82,7 @@ def main_(argv: list[str] | None = None) -> int:
     rank, world = ddp.launch_rank()
     try:
         if args.report:
+            record_udr(args.report)
             sweep_report.write_report(args.report)
             print(f"report: {args.report}/sweep.html")
             return 0
@@ -124,6 +136,7 @@ def main_(argv: list[str] | None = None) -> int:
         print(f"sweep stopped (Ctrl-C or a stop signal) with every model checkpointed; continue with: {launcher} "
               f"--resume {folder}", file=sys.stderr)
         return 130
+    record_udr(folder)
     sweep_report.write_report(folder)
     failed = [r.name for r in results if r.status == "failed"]
     print(f"sweep done: {len(results) - len(failed)}/{len(results)} points finished; comparison in "

@@ -2,7 +2,8 @@
 
     python traverse.py predictions/<run>[/checkpoint.pt] [--out DIR] [--dims 0,3,7] [--from prior|posterior]
         [--range sigma:3|quantile:0.05|observed] [--gif] [--images N] [--indices 5,17] [--hide-inactive] [--assets]
-        [--metrics [--no-dci]] [--report]
+        [--metrics [--select NAMES] [--no-dci]] [--report]
+    python traverse.py RUN RUN ... --udr      (UDR of runs trained on the same data, e.g. one setting's seeds)
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def parse_indices(text: str, limit: int, what: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Redraw every picture of a run from a checkpoint written by main.py.")
-    parser.add_argument("checkpoint", help="path to a checkpoint.pt, or the run folder that holds one")
+    parser.add_argument("checkpoint", nargs="+", help="path to a checkpoint.pt, or the run folder that holds one "
+                                                      "(several with --udr)")
     parser.add_argument("--out", help="output folder (default: <checkpoint folder>/traversals, or assets with --assets)")
     parser.add_argument("--dims", help="latents to traverse, in this order, e.g. 0,3,7 (default: all, sorted by KL)")
     parser.add_argument("--from", dest="origin", choices=("prior", "posterior"), default="prior",
@@ -44,8 +46,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write the README's pictures under fixed names (reconstructions.png, traversal_grid.png "
                              "and .gif, heatmaps.png, factor_means.png, kl_per_dim.png)")
     parser.add_argument("--metrics", action="store_true",
-                        help="also recompute every disentanglement score into OUT/metrics.yaml (DCI included, "
-                             "whatever the run's metrics_dci said)")
+                        help="also recompute the run's selection of scores (its `metrics` param) into "
+                             "OUT/metrics.yaml, DCI included whatever the run's metrics_dci said")
+    parser.add_argument("--select", metavar="NAMES",
+                        help="with --metrics, the metrics to compute instead: default, all, or names joined by commas "
+                             "(docs/metrics.md)")
+    parser.add_argument("--udr", action="store_true",
+                        help="UDR (Duan et al. 2020) of the runs named, trained on the same data: each run folder "
+                             "gets a udr.yaml and a line is printed per run")
     parser.add_argument("--no-dci", action="store_true", help="with --metrics, leave out DCI (minutes on a CPU)")
     parser.add_argument("--report", action="store_true",
                         help="only redraw the run's log plots and rewrite its report.html (no model is loaded)")
@@ -149,8 +157,39 @@ def report(run_dir: str) -> int:
     return 0
 
 
+def udr(runs: list[str]) -> int:
+    """UDR of the runs named (betavae/scale/udr_runs.py): one line per run, udr.yaml in each run folder."""
+    from betavae.errors import DataError
+    from betavae.scale.udr_runs import write_udr
+
+    try:
+        results = write_udr(runs)
+    except (UserError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for run, record in results.items():
+        print(f"{run}: udr_lasso {record['udr_lasso']:.3f} udr_spearman {record['udr_spearman']:.3f} "
+              f"(against {', '.join(record['compared_with'])}; written to its udr.yaml)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.udr:
+        return udr(args.checkpoint)
+    if len(args.checkpoint) > 1:
+        print(f"error: {len(args.checkpoint)} runs given; give one run, or add --udr to compare several.",
+              file=sys.stderr)
+        return 2
+    args.checkpoint = args.checkpoint[0]
+    if args.select:
+        from betavae.evaluation.scores import select
+
+        try:
+            select(args.select)
+        except UserError as error:
+            print(f"error: --select: {error}", file=sys.stderr)
+            return 2
     if args.report:
         return report(args.checkpoint)
     args.gif = args.gif or args.assets  # the README shows the animated grid too
@@ -166,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics:
         from betavae.evaluation import metrics
 
-        metrics.record(model, dataset, folder, state["step"], params.seed, include_dci=not args.no_dci)
+        own = params.metrics if params.metrics not in (False, "none") else "default"  # --metrics asks for scores
+        metrics.record(model, dataset, folder, state["step"], params.seed, include_dci=not args.no_dci,
+                       metrics=args.select or own, representation=params.metrics_representation)
     return 0
 
 

@@ -125,7 +125,13 @@ def test_resume_finishes_a_partial_point_from_its_checkpoint(tmp_path):
     for name in ["seed=0", "seed=1"]:
         steps = [int(r["step"]) for r in read_csv(folder / name / "log.csv")]
         assert steps == [2, 4, 6]                                   # continued, not restarted
-    assert {r["status"] for r in read_csv(folder / "sweep.csv")} == {"done"}
+    rows = read_csv(folder / "sweep.csv")
+    assert {r["status"] for r in rows} == {"done"}
+    # UDR over the two seeds of the one setting, into each point's udr.yaml and the sweep's tables
+    records = [yaml.safe_load((folder / n / "udr.yaml").read_text()) for n in ["seed=0", "seed=1"]]
+    assert records[0]["compared_with"] == ["seed=1"] and records[1]["compared_with"] == ["seed=0"]
+    assert all(0 <= float(r["udr_lasso"]) <= 1 and 0 <= float(r["udr_spearman"]) <= 1 for r in rows)
+    assert "udr_lasso" in (folder / "summary.md").read_text() and "udr_spearman" in (folder / "sweep.html").read_text()
 
 
 def test_a_failing_point_is_recorded_and_the_others_finish(tmp_path, monkeypatch):

@@ -33,11 +33,14 @@ class Metric:
     """One metric: its registry name, the function from a Context to its scores, and what it needs."""
     name: str                                  # registry name, used by the `metrics` param
     compute: Callable[["Context"], dict]       # Context -> {key: float}
-    headline: tuple[str, ...]                  # the keys reports show (metrics.yaml holds every key)
+    headline: tuple[str, ...] | Callable[[], tuple[str, ...]]  # the keys reports show (metrics.yaml holds all)
     needs: frozenset = frozenset()             # of NEEDS
     default: bool = False                      # in the default selection
     draws: str = "pairs"                       # how it draws images: pairs | sampling | strata | interventions
     reference: str = ""                        # paper and the code whose protocol it follows
+
+    def headline_keys(self) -> tuple[str, ...]:
+        return tuple(self.headline() if callable(self.headline) else self.headline)
 
 
 def worker_count(tasks: int) -> int:

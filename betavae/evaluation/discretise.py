@@ -21,6 +21,8 @@ def mutual_information(a: np.ndarray, b: np.ndarray) -> float:
     _, a = np.unique(a, return_inverse=True)
     _, b = np.unique(b, return_inverse=True)
     a, b = a.ravel(), b.ravel()
+    if a.max() == 0 or b.max() == 0:
+        return 0.0  # a constant carries no information (the sum below would leave rounding error of ~1e-16)
     joint = np.bincount(a * (b.max() + 1) + b, minlength=(a.max() + 1) * (b.max() + 1)).reshape(a.max() + 1, -1)
     joint = joint / len(a)
     outer = joint.sum(1, keepdims=True) * joint.sum(0, keepdims=True)

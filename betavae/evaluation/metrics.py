@@ -86,12 +86,6 @@ def has_factors(dataset) -> bool:
     return getattr(dataset, "factor_sizes", None) is not None
 
 
-def headline(scores: dict) -> dict[str, float]:
-    """The scores reports show: each metric's headline keys (and their `sampled_` twins) that the record holds."""
-    keys = [key for metric in registry.REGISTRY.values() for key in metric.headline]
-    return {k: scores[k] for prefix in ("", "sampled_") for k in (prefix + key for key in keys) if k in scores}
-
-
 def write_scores(path: str, step: int, scores: dict) -> None:
     """Add the scores of `step` to the YAML file at `path` (keyed by step, protocol named); written atomically."""
     record = {}
@@ -135,7 +129,7 @@ def record(model, dataset, folder: str, step: int, seed: int = 0, include_dci: b
     path = os.path.join(folder, "metrics.yaml")
     first = not os.path.exists(path)  # how the scores drew their images is said once, with a run's first scores
     write_scores(path, step, scores)
-    values = " ".join(f"{k} {v:.3f}" for k, v in headline(scores).items())
+    values = " ".join(f"{k} {v:.3f}" for k, v in registry.headline(scores).items())
     say(f"metrics at step {step}: {values} ({sum(scores['seconds'].values()):.0f} s); in {folder}/metrics.yaml"
         + (f"; {sampling.summary(scores)}" if first else ""))
     return scores

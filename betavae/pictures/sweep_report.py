@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 
 from betavae.evaluation.published import MEASURED, SWEEP_FIGURES
+from betavae.evaluation.scores import headline
 from betavae.pictures.plots import subplots
 
 # main.train's line, or train_pack's (aggregate model-steps/s of a pack of K: each model ran at 1/K of it).
@@ -23,7 +24,8 @@ COLUMNS = 3  # panels per row of tradeoff.png
 
 
 def read_point(folder: str, active_kl: float) -> dict:
-    """Final recon/KL (log.csv), last metrics (metrics.yaml), active latents, speed (run.log), status."""
+    """Final recon/KL (log.csv), the headline keys of the last metrics (metrics.yaml; every key stays there), UDR
+    (udr.yaml), active latents, speed (run.log), status."""
     row = {}
     log = os.path.join(folder, "log.csv")
     if os.path.isfile(log):
@@ -40,7 +42,11 @@ def read_point(folder: str, active_kl: float) -> dict:
             record = yaml.safe_load(f) or {}
         if record:
             final = record[max(record)]
-            row.update({k: float(v) for k, v in final.items() if numeric([v])})
+            row.update({k: float(v) for k, v in headline(final).items() if numeric([v])})
+    udr = os.path.join(folder, "udr.yaml")
+    if os.path.isfile(udr):
+        with open(udr) as f:
+            row.update({k: float(v) for k, v in (yaml.safe_load(f) or {}).items() if k.startswith("udr_")})
     run_log = os.path.join(folder, "run.log")
     if os.path.isfile(run_log):
         found = TRAINED.findall(open(run_log).read())

@@ -49,3 +49,9 @@ def select(value) -> tuple[str, ...]:
             raise UserError(f"Param 'metrics' names an unknown metric '{word}'; choose from "
                             f"{', '.join(close or [*GROUPS, *REGISTRY])} (names or groups, joined by commas).")
     return tuple(name for name in REGISTRY if name in chosen)  # registry order, each once
+
+
+def headline(scores: dict) -> dict:
+    """The scores reports show: each metric's headline keys (and their `sampled_` twins) that `scores` holds."""
+    keys = [key for metric in REGISTRY.values() for key in metric.headline_keys()]
+    return {k: scores[k] for prefix in ("", "sampled_") for k in (prefix + key for key in keys) if k in scores}

@@ -15,7 +15,10 @@ from betavae.evaluation.context import Context, Metric, Skip
 
 
 def relative_strength(correlation: np.ndarray) -> float:
-    """disentanglement_lib's `relative_strength_disentanglement`: mean over columns and over rows of max² / sum."""
+    """disentanglement_lib's `relative_strength_disentanglement`: mean over columns and over rows of max² / sum; 0 when
+    a model has no active latent (the reference would fail on the empty matrix)."""
+    if correlation.size == 0:
+        return 0.0
     with np.errstate(divide="ignore", invalid="ignore"):
         x = np.nanmean(np.nan_to_num(np.max(correlation, axis=0) ** 2 / np.sum(correlation, axis=0), nan=0.0))
         y = np.nanmean(np.nan_to_num(np.max(correlation, axis=1) ** 2 / np.sum(correlation, axis=1), nan=0.0))
@@ -30,17 +33,18 @@ def lasso_correlation(first: np.ndarray, second: np.ndarray, seed: int) -> np.nd
 
 
 def spearman_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """|Spearman correlation| of every latent of the first with every latent of the second: [D1, D2]."""
-    from scipy.stats import spearmanr
+    """|Spearman correlation| of every latent of the first with every latent of the second: [D1, D2] (the Pearson
+    correlation of the ranks, as scipy.stats.spearmanr pair by pair); nan for a constant (masked) latent, as there."""
+    from scipy.stats import rankdata
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        import warnings
+    def standardised_ranks(codes: np.ndarray) -> np.ndarray:
+        ranks = rankdata(codes, axis=0)
+        ranks = ranks - ranks.mean(axis=0)
+        norm = np.sqrt((ranks ** 2).sum(axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ranks / np.where(norm > 0, norm, np.nan)
 
-        with warnings.catch_warnings():  # a masked (constant) latent has no rank correlation: nan, as the reference
-            warnings.simplefilter("ignore")
-            matrix = spearmanr(first, second).statistic
-    dims = first.shape[1]
-    return np.abs(np.asarray(matrix)[:dims, dims:])
+    return np.abs(standardised_ranks(first).T @ standardised_ranks(second))
 
 
 def kl_per_latent(mu: np.ndarray, logvar: np.ndarray) -> np.ndarray:

@@ -23,9 +23,12 @@ def gaussian_wasserstein_correlation(cov: np.ndarray) -> float:
 
 
 def unsupervised_scores(codes: np.ndarray) -> dict[str, float]:
-    """The four scores of codes [N, D] (10,000 points by protocol)."""
+    """The four scores of codes [N, D] (10,000 points by protocol). A latent whose code never varies is independent of
+    the rest and adds nothing; it is left out of the Gaussian scores, where disentanglement_lib would give log 0."""
     codes = np.asarray(codes, dtype=np.float64)
     cov = np.atleast_2d(np.cov(codes.T))
+    varies = np.diag(cov) > 0
+    cov = cov[varies][:, varies] if varies.any() else np.ones((1, 1))
     wasserstein = gaussian_wasserstein_correlation(cov)
     discrete = histogram_discretize(codes)
     information = mutual_information_matrix(discrete, discrete)
