@@ -33,6 +33,8 @@ def words(options: list[str]) -> str:
 def type_in_words(name: str) -> str:
     """A param's type as a user reads it: 'float or null', 'true, false or auto', 'bf16, false or auto', 'int or
     auto'; the choices of params.CHOICES where it has them ('auto' last)."""
+    if name == "metrics":
+        return "metric names or groups, comma-joined, or true/false"
     if name in CHOICES:
         options = [as_typed(v) for v in CHOICES[name]]
         return words([o for o in options if o != "auto"] + (["auto"] if "auto" in options else []))

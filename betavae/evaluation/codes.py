@@ -7,6 +7,7 @@ afresh at every call, as disentanglement_lib's `sampled` representation (Locatel
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -33,6 +34,25 @@ class DatasetCodes:
         self.codes = np.zeros((count, model.latent_dim), dtype=np.float32)
         self.logvars = np.zeros_like(self.codes)  # log σ² of q(z|x), for the posterior estimators and `sampled`
         self.known = np.zeros(len(self.codes), dtype=bool)
+        self._fast = None
+
+    def _encoder(self, sample: torch.Tensor):
+        """The encoder used for the metrics, built once: on a CPU, traced and frozen by TorchScript's
+        `optimize_for_inference` (oneDNN's fused convolution + ReLU with prepacked weights), the same function to float
+        rounding (μ within 1e-7 of the eager encoder here) at 2.4x the images/s on 2 cores (73 against 173 µs per image
+        in batches of 128, 2026-12-06, AMD EPYC); elsewhere, or where tracing fails, a channels-last copy (~1.5x the
+        plain layout on a CPU). Batches of up to ~160 images measured fastest. The model itself is left as it is."""
+        if self._fast is None:
+            eager = copy.deepcopy(self.model.encoder).eval().to(memory_format=torch.channels_last)
+            self._fast = eager
+            if sample.device.type == "cpu":
+                try:
+                    with warnings.catch_warnings():  # torch.jit's deprecation notice
+                        warnings.simplefilter("ignore")
+                        self._fast = torch.jit.optimize_for_inference(torch.jit.trace(eager, sample))
+                except Exception:  # noqa: BLE001  an older or newer torch without TorchScript: the eager copy
+                    self._fast = eager
+        return self._fast
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64)
@@ -70,14 +90,11 @@ class DatasetCodes:
     def _encode(self, rows: np.ndarray) -> None:
         device = next(self.model.parameters()).device
         chunks = torch.from_numpy(rows).split(self.batch_size)
-        # Measured on 2 CPU cores: a channels-last copy of the encoder runs ~1.5x faster, and batches of up to
-        # ~160 images ~2x faster than 256 or more (16,000 vs 7,500 images/s). The model itself is left as it is.
-        encoder = copy.deepcopy(self.model.encoder).eval().to(memory_format=torch.channels_last)
         bar = tqdm(chunks, desc="encoding images", leave=False, disable=not self.progress or len(chunks) < 100)
         with torch.inference_mode():
             for start, chunk in zip(range(0, len(rows), self.batch_size), bar):
                 x = self._images(chunk).to(device).contiguous(memory_format=torch.channels_last)
-                mu, logvar = encoder(x)  # [B, D] each
+                mu, logvar = self._encoder(x)(x)  # [B, D] each
                 self.codes[rows[start:start + len(chunk)]] = mu.float().cpu().numpy()
                 self.logvars[rows[start:start + len(chunk)]] = logvar.float().cpu().numpy()
         self.known[rows] = True

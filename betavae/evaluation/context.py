@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -96,7 +97,11 @@ class Context:
         return self._shared[key]
 
     def map(self, function: Callable, items: Sequence) -> list:
-        """`function` over `items` in threads, one per core (scikit-learn's fitting releases the GIL)."""
+        """`function` over `items` in threads, one per core (scikit-learn's fitting releases the GIL). The warnings the
+        protocols' classifiers raise (iteration caps, rare classes at small sizes) are theirs and are silenced here,
+        in the calling thread: `warnings.catch_warnings` inside the threads would race on the global filters."""
         items = list(items)
-        with concurrent.futures.ThreadPoolExecutor(worker_count(len(items))) as pool:
-            return list(pool.map(function, items))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with concurrent.futures.ThreadPoolExecutor(worker_count(len(items))) as pool:
+                return list(pool.map(function, items))

@@ -13,6 +13,7 @@ import tempfile
 
 import yaml
 
+from betavae.evaluation.scores import headline
 from betavae.pictures import plots
 
 # Pictures named <kind>_stepNNNNNN.png|gif, shown in this order with these captions; kinds not listed come after.
@@ -44,7 +45,7 @@ PUBLISHED = {
     "aam": "VAE 0.20, β-VAE (β = 4) 0.65, β-VAE (β = 50) 0.08, capacity β-VAE 0.12, FactorVAE 0.87 (dSprites; Dubois "
            "et al. 2019, Table 1)",
 }
-DETAILS = ("protocol", "samples", "seconds")  # folded into <details> below the metric table
+DETAILS = ("protocol", "samples", "seconds", "representation", "skipped", "sampling", "binned")  # folded below the table
 STEPPED = re.compile(r"^(?P<kind>[A-Za-z0-9_]+?)_step(?P<step>\d+)\.(?:png|gif)$")
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
@@ -85,6 +86,9 @@ def metrics_html(metrics: dict) -> str:
     record = metrics[latest] if steps else metrics
     record = record if isinstance(record, dict) else {}
     rows = _flatten({k: v for k, v in record.items() if k not in DETAILS})
+    shown = headline(dict(rows))  # each metric's headline keys; the others (per factor, per pair) fold below
+    every = [(name, value) for name, value in rows if name not in shown] if shown else []
+    rows = [(name, value) for name, value in rows if name in shown] if shown else rows
     heading = f"<p>At step {latest}.</p>" if latest is not None else ""
     cells = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(str(value))}</td>"
                     f"<td>{html.escape(PUBLISHED.get(name, '—'))}</td></tr>" for name, value in rows)
@@ -96,6 +100,8 @@ def metrics_html(metrics: dict) -> str:
             if isinstance(metrics[step], dict)]
     details = f"<details><summary>protocol, sample counts and timings (s)</summary>{_table(extra)}</details>" \
         if extra else ""
+    if every:
+        details += f"<details><summary>every other score ({len(every)})</summary>{_table(every)}</details>"
     return heading + table + details
 
 

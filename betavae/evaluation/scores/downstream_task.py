@@ -3,8 +3,6 @@ is predicted from the codes by cross-validated logistic regression or by gradien
 100, 1,000 and 10,000 points and tested on 5,000; per factor, and their mean and minimum."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from betavae.evaluation import protocol
@@ -32,12 +30,10 @@ def _fit(build, x: np.ndarray, y: np.ndarray):
     or a cross-validation fold with a single class (possible at 10 points); None predicts the majority class."""
     if len(np.unique(y)) < 2:
         return None
-    with warnings.catch_warnings():  # convergence and rare-class warnings at small sizes are the protocol's
-        warnings.simplefilter("ignore")
-        try:
-            return build().fit(x, y)
-        except ValueError:
-            return None
+    try:
+        return build().fit(x, y)  # convergence and rare-class warnings at small sizes: silenced by Context.map
+    except ValueError:
+        return None
 
 
 def _predict(model, x: np.ndarray, y_train: np.ndarray) -> np.ndarray:
