@@ -3,6 +3,7 @@ import csv
 import os
 
 import numpy as np
+import yaml
 import pytest
 import torch
 from PIL import Image
@@ -246,3 +247,6 @@ def test_short_celeba_run_writes_its_outputs(tree, tmp_path):
         header, *latents = list(csv.reader(f))
     assert header[2:] == ATTRIBUTE_NAMES and len(latents) == 4 and all(len(r) == 42 for r in latents)
     assert all(-1 <= float(v) <= 1 for r in latents for v in r[2:])
+    scores = yaml.safe_load((folder / "metrics.yaml").read_text())  # no factors: the unsupervised scores
+    assert sorted(scores) == [3, 4] and scores[4]["mutual_info_score"] >= 0 and "mig" not in scores[4]
+    assert "needs ground-truth factors" in (folder / "run.log").read_text()
