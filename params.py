@@ -34,7 +34,7 @@ class Params:
     recon_std: float = 0.7071          # fixed σ of a gaussian/laplace likelihood; 1/√2: Gaussian NLL = Σ squared error
     beta: float = 4.0                  # weight on KL (Higgins et al. 2017); the value reached at the end of annealing
     beta_start: typing.Optional[float] = None  # β at step 0 when annealing; null means β is constant
-    anneal_steps: int = 0              # steps over which β moves linearly from beta_start to beta (either direction)
+    anneal_steps: int = 0              # steps over which β moves from beta_start to beta along beta_schedule (either way)
     beta_schedule: str = "linear"      # shape of β's move: constant | linear | cosine | cyclical (Fu et al. 2019)
     beta_delay: int = 0                # steps β stays at beta_start before its schedule starts
     beta_normalised: bool = False      # betaH: `beta` is Higgins's β_norm = β·latent_dim/pixels (both are logged)

@@ -161,3 +161,34 @@ def test_readme_commands_name_real_scripts_and_flags():
     assert missing == [], f"README names scripts that are not in the repository root: {missing}"
     problems = {c: bad for c in commands if (bad := unknown_flags(c, help_text))}
     assert problems == {}, f"flags their script's --help does not list: {problems}"
+
+
+def code_map_rows() -> dict[str, str]:
+    """README's code map: the path in each row's first cell → the row's text."""
+    with open(README, encoding="utf-8") as f:
+        rows = [line for line in f.read().splitlines() if line.startswith("| `")]
+    return {re.match(r"\| `([^`]+)`", row).group(1): row for row in rows}
+
+
+def test_the_code_map_names_every_module_of_the_package():
+    rows, missing = code_map_rows(), []
+    for folder, _, files in os.walk(os.path.join(ROOT, "betavae")):
+        relative = os.path.relpath(folder, ROOT).replace(os.sep, "/")
+        for name in sorted(f for f in files if f.endswith(".py") and f != "__init__.py"):
+            parts = relative.split("/")
+            if len(parts) == 1:                                   # betavae/<name>.py has a row of its own
+                found = f"betavae/{name}" in rows
+            else:                                                 # betavae/<sub>/[<deeper>/]<name>.py: named in <sub>'s row
+                row = rows.get(f"betavae/{parts[1]}/", "")
+                found = f"`{name}`" in row or (len(parts) > 2 and f"`{parts[2]}/`" in row)
+            if not found:
+                missing.append(f"{relative}/{name}")
+    assert missing == []
+
+
+def test_the_readme_names_every_run_preset():
+    from params import PRESETS
+
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    assert [name for name in PRESETS if f"`{name}`" not in text] == []

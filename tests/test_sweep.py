@@ -172,3 +172,9 @@ def test_run_points_builds_each_dataset_once(tmp_path, monkeypatch):
 def test_unknown_sweep_preset_is_a_user_error():
     with pytest.raises(UserError):
         sweep_spec.base_params({"preset": "missing", "set": {}})
+
+
+def test_a_mistyped_sweep_preset_suggests_the_closest_names(tmp_path, capsys):
+    assert sweep.main_(["--preset", "sweep_dem", "--set", f"out_dir={tmp_path}", "--no-estimate"]) == 2
+    error = capsys.readouterr().err
+    assert "did you mean: sweep_demo" in error and "beta_tradeoff_dsprites" not in error

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import itertools
 import os
 import re
@@ -131,7 +132,10 @@ def base_params(spec: dict) -> Params:
     preset = spec["preset"]
     if preset is not None:
         if preset not in PRESETS:
-            raise UserError(f"Unknown preset '{preset}'; choose a run preset ({', '.join(PRESETS)}) or a sweep "
+            close = difflib.get_close_matches(preset, [*SWEEPS, *PRESETS], n=3, cutoff=0.3)
+            raise UserError(f"Unknown preset '{preset}'; did you mean: {', '.join(close)}? (python sweep.py --help "
+                            f"lists the sweep presets, python main.py --help the run presets)" if close else
+                            f"Unknown preset '{preset}'; choose a run preset ({', '.join(PRESETS)}) or a sweep "
                             f"preset ({', '.join(SWEEPS)}).")
         params = apply_overrides(params, PRESETS[preset], f"preset '{preset}'")
     return apply_overrides(params, spec["set"], "--set")
