@@ -2,6 +2,7 @@
 import csv
 import html.parser
 import os
+import re
 import urllib.parse
 
 import pytest
@@ -178,3 +179,22 @@ def test_a_mistyped_sweep_preset_suggests_the_closest_names(tmp_path, capsys):
     assert sweep.main_(["--preset", "sweep_dem", "--set", f"out_dir={tmp_path}", "--no-estimate"]) == 2
     error = capsys.readouterr().err
     assert "did you mean: sweep_demo" in error and "beta_tradeoff_dsprites" not in error
+
+
+def test_a_sweep_point_s_recorded_command_reproduces_its_params(tmp_path):
+    import shlex
+
+    args = ["--name", "s", "--preset", "demo", "--grid", "beta=2,3", "--set", f"out_dir={tmp_path}",
+            f"data_dir={tmp_path}", *[a for a in TINY if not a.startswith("lr=")], "lr=5e-4"]
+    assert sweep.main_(args) == 0
+    point = yaml.safe_load((tmp_path / "s" / "beta=3" / "params.yaml").read_text())
+    words = shlex.split(point["command"])
+    assert words[:2] == ["python", "main.py"] and "--resume" not in words
+    assert main.main([*words[2:], "--set", f"out_dir={tmp_path / 'again'}", "run_name=r"]) == 0
+    again = yaml.safe_load((tmp_path / "again" / "r" / "params.yaml").read_text())["params"]
+    differ = {k for k in again if again[k] != point["params"][k]}
+    assert differ == {"out_dir", "run_name"}          # the demo preset's lr, steps, β and every override kept
+    log = (tmp_path / "s" / "beta=3" / "run.log").read_text()
+    started = float(re.search(r"first training step done ([\d.]+) s after start", log).group(1))
+    first_wall = yaml.safe_load((tmp_path / "s" / "beta=2" / "status.yaml").read_text())["wall_s"]
+    assert started < first_wall                         # counted from the point's own start, not the sweep's

@@ -1,7 +1,9 @@
 """Running a sweep's points: finished ones skipped, partial ones resumed, packable ones trained K at a time."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
 import time
 
 import yaml
@@ -9,7 +11,7 @@ import yaml
 from betavae.checkpoints import load_checkpoint
 from betavae.errors import DataError, UserError
 from betavae.scale import packed, packing
-from betavae.scale.sweep_spec import DATA_KEYS, Point, Result, format_value
+from betavae.scale.sweep_spec import DATA_KEYS, Point, Result
 from betavae.training import loop, run_folder
 from data import make_dataset
 from params import Params
@@ -90,11 +92,25 @@ def run_points(points: list[Point], device, *, out: str, say=print) -> list[Resu
     return results
 
 
+def reproducing_argv(params: Params) -> list[str]:
+    """main.py's arguments for these resolved params: `--set` for every param that differs from the defaults (out_dir
+    and run_name aside), so the command recorded in a point's params.yaml, run as written, trains with the point's
+    params whatever preset, config and overrides made them."""
+    default, words = Params(), []
+    for field in dataclasses.fields(Params):
+        value = getattr(params, field.name)
+        if field.name not in ("out_dir", "run_name") and value != getattr(default, field.name):
+            text = "null" if value is None else (str(value).lower() if isinstance(value, bool) else str(value))
+            words.append(shlex.quote(f"{field.name}={text}"))
+    return ["--set", *words] if words else []
+
+
 def run_group(group: list[Point], dataset_of, device, out: str, say) -> list[Result]:
     """One point alone (loop.train) or several as a pack (packed.train_pack), each folder locked and recorded."""
     folders = [os.path.join(out, point.name) for point in group]
     previous = [read_status(folder).get("wall_s", 0.0) for folder in folders]
     start, codes, reasons, locks = time.perf_counter(), [1] * len(group), [""] * len(group), []
+    loop.START = start  # "first training step done … s after start" counts from this run's start, not the sweep's
     try:
         dataset = dataset_of(group[0])
         checkpoints = []
@@ -102,8 +118,7 @@ def run_group(group: list[Point], dataset_of, device, out: str, say) -> list[Res
             has_checkpoint = os.path.isfile(os.path.join(folder, "checkpoint.pt"))
             checkpoints.append(load_checkpoint(os.path.join(folder, "checkpoint.pt")) if has_checkpoint else None)
             os.makedirs(folder, exist_ok=True)
-            argv = ["--resume", folder] if has_checkpoint else \
-                [f"--set {k}={format_value(v)}" for k, v in point.overrides.items()]
+            argv = ["--resume", folder] if has_checkpoint else reproducing_argv(point.params)
             locks.append(run_folder.lock_run_dir(folder))  # one process per point, also under torchrun
             run_folder.clear_stale_temporaries(folder)
             run_folder.write_params(folder, point.params, device, argv)
