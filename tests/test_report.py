@@ -45,6 +45,11 @@ def test_report_links_resolve_and_show_the_latest_step(tmp_path):
     assert "python main.py --set beta=4" in page and "z1 2.900" in page
 
 
+def test_a_run_as_long_as_the_published_ones_gets_no_warning():
+    page = report.metrics_html({300000: {"mig": 0.2}})
+    assert "InfoGAN-CR" in page and "do not compare" not in page and "this run" not in page
+
+
 def test_report_shows_metrics_when_present(tmp_path):
     run = fake_run(tmp_path)
     (run / "metrics.yaml").write_text(yaml.safe_dump({"mig": 0.31, "beta_vae": {"accuracy": 0.87}}))
@@ -90,6 +95,7 @@ def test_metric_table_has_one_row_per_metric_and_details_hold_samples_and_timing
     assert "samples" not in table and "seconds" not in table and "6000." not in table
     assert "0.126" in table and "0.123" not in table                    # the latest step's value
     assert "InfoGAN-CR" in table and "0.87" in table                     # published MIG, DCI and AAM figures
+    assert "[300k steps; this run: 6,000]" in table and "do not compare" in page  # a shorter run says so
     details = re.search(r"<details>(.*?)</details>", page, re.S)[1]
     for row in ("samples.mig", "samples.factor_vae_train", "seconds.mig", "seconds.factor_vae", "earlier step 3000"):
         assert row in details

@@ -45,12 +45,14 @@ PUBLISHED = {
     "aam": "VAE 0.20, β-VAE (β = 4) 0.65, β-VAE (β = 50) 0.08, capacity β-VAE 0.12, FactorVAE 0.87 (dSprites; Dubois "
            "et al. 2019, Table 1)",
 }
+PUBLISHED_STEPS = 300_000  # the training length behind every figure in PUBLISHED (Locatello et al. 2019's protocol)
 DETAILS = ("protocol", "samples", "seconds", "representation", "skipped", "sampling", "binned")  # folded below the table
 STEPPED = re.compile(r"^(?P<kind>[A-Za-z0-9_]+?)_step(?P<step>\d+)\.(?:png|gif)$")
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}
 img{max-width:100%;image-rendering:pixelated;border:1px solid #ddd}figure{margin:1em 0}
-figcaption{font-size:13px;color:#555}.older{font-size:12px;color:#777}code{font-size:12px}"""
+figcaption{font-size:13px;color:#555}.older{font-size:12px;color:#777}code{font-size:12px}
+.warning{background:#fff4d6;border-left:4px solid #e0a800;padding:4px 8px}"""
 
 
 def stepped_pictures(run_dir: str) -> dict[str, list[tuple[int, str]]]:
@@ -90,8 +92,14 @@ def metrics_html(metrics: dict) -> str:
     every = [(name, value) for name, value in rows if name not in shown] if shown else []
     rows = [(name, value) for name, value in rows if name in shown] if shown else rows
     heading = f"<p>At step {latest}.</p>" if latest is not None else ""
+    shorter = latest is not None and latest < PUBLISHED_STEPS and any(name in PUBLISHED for name, _ in rows)
+    if shorter:
+        heading += (f"<p class='warning'>The published figures are for models trained {PUBLISHED_STEPS:,} steps; "
+                    f"these scores are at step {latest:,} and do not compare with them.</p>")
+    mark = f" [{PUBLISHED_STEPS // 1000}k steps; this run: {latest:,}]" if shorter else ""
     cells = "".join(f"<tr><th>{html.escape(str(name))}</th><td>{html.escape(str(value))}</td>"
-                    f"<td>{html.escape(PUBLISHED.get(name, '—'))}</td></tr>" for name, value in rows)
+                    f"<td>{html.escape(PUBLISHED[name] + mark if name in PUBLISHED else '—')}</td></tr>"
+                    for name, value in rows)
     table = f"<table class='metrics'><tr><th>metric</th><th>value</th><th>published</th></tr>{cells}</table>"
     extra = _flatten({k: record[k] for k in DETAILS if k in record})
     if latest is not None and len(steps) > 1:
