@@ -198,3 +198,18 @@ def test_a_sweep_point_s_recorded_command_reproduces_its_params(tmp_path):
     started = float(re.search(r"first training step done ([\d.]+) s after start", log).group(1))
     first_wall = yaml.safe_load((tmp_path / "s" / "beta=2" / "status.yaml").read_text())["wall_s"]
     assert started < first_wall                         # counted from the point's own start, not the sweep's
+
+
+def test_a_categorical_sweep_axis_is_not_joined_by_lines(tmp_path, monkeypatch):
+    figures = []
+    real = sweep_report.subplots
+    monkeypatch.setattr(sweep_report, "subplots", lambda *a, **k: figures.append(real(*a, **k)) or figures[-1])
+    rows = [{"amp": amp, "seed": s, "recon": 100.0 + s, "kl": 5.0, "mig": 0.1 * s} for amp in (False, "bf16")
+            for s in range(2)]
+    sweep_report.plot_tradeoff(str(tmp_path / "c.png"), ["amp", "seed"], rows, ["mig"])
+    axes = [ax for ax in figures[-1][1].flat if ax.get_visible()]
+    joined = [line for ax in axes for line in ax.get_lines() if len(line.get_xdata()) > 1 and line.get_linestyle() != "None"]
+    assert joined == [] and [t.get_text() for t in axes[0].get_xticklabels()] == ["false", "bf16"]
+    numeric = [{**r, "amp": 1.0 if r["amp"] else 2.0} for r in rows]
+    sweep_report.plot_tradeoff(str(tmp_path / "n.png"), ["amp", "seed"], numeric, ["mig"])
+    assert any(len(line.get_xdata()) > 1 for line in figures[-1][1].flat[0].get_lines())  # numbers keep their line

@@ -38,15 +38,24 @@ def loss_columns(columns: dict) -> list[str]:
 
 
 def _schedule_axis(axis, columns: dict) -> None:
-    """The β and/or C schedule, dashed, on a second y axis."""
+    """The β and/or C schedule, dashed grey, on a second y axis drawn beneath the data's axis, so it never hides a
+    curve."""
     present = [k for k in SCHEDULES if k in columns]
     if not present:
         return
     twin = axis.twinx()
+    axis.set_zorder(twin.get_zorder() + 1)  # the curves above the schedule
+    axis.patch.set_visible(False)           # ... and the twin seen through the data axis's background
     for name, style in zip(present, ("--", ":")):
-        twin.plot(columns["step"], columns[name], color="black", linestyle=style, linewidth=1, label=SCHEDULES[name])
+        twin.plot(columns["step"], columns[name], color="0.55", linestyle=style, linewidth=1, label=SCHEDULES[name])
     twin.set_ylim(bottom=0)  # β and C are never negative; from zero, a constant β reads as constant
     twin.set_ylabel(" / ".join(f"{SCHEDULES[k]} ({s})" for k, s in zip(present, ("dashed", "dotted"))))
+
+
+def _legend_below(axis, entries: int) -> None:
+    """The legend under the axes, outside the data, in as few rows as fit."""
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=7, ncol=min(max(entries, 1), 10),
+                frameon=False)
 
 
 def plot_losses(columns: dict, path: str) -> None:
@@ -55,7 +64,7 @@ def plot_losses(columns: dict, path: str) -> None:
     for name in loss_columns(columns):
         axis.plot(columns["step"], columns[name], label=name)
     axis.set_xlabel("step"), axis.set_ylabel("nats per image"), axis.set_yscale("symlog")
-    axis.legend(loc="upper left", fontsize=8)
+    _legend_below(axis, len(loss_columns(columns)))
     _schedule_axis(axis, columns)
     figure.tight_layout()
     figure.savefig(path)
@@ -67,7 +76,7 @@ def plot_kl_per_dim(columns: dict, path: str) -> None:
     for name in kl_columns(columns):
         axis.plot(columns["step"], columns[name], label=f"z{name[3:]}")
     axis.set_xlabel("step"), axis.set_ylabel("KL to the prior (nats)")
-    axis.legend(loc="upper left", fontsize=7, ncol=2)
+    _legend_below(axis, len(kl_columns(columns)))
     _schedule_axis(axis, columns)
     figure.tight_layout()
     figure.savefig(path)

@@ -115,11 +115,14 @@ def plot_tradeoff(path: str, keys: list[str], rows: list[dict], metrics: list[st
                 continue
             values = [[r[quantity] for r in subset if x_key is None or r[x_key] == x] for x in xs]
             mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
-            positions = xs if x_key and numeric(xs) else list(range(len(xs)))
-            ax.plot(positions, mean, marker="o", label=f"{line_key}={fmt_short(line)}" if line_key else None)
-            ax.fill_between(positions, mean - std, mean + std, alpha=0.2)
-            if not (x_key and numeric(xs)):
-                ax.set_xticks(positions, [str(x) for x in xs])
+            label = f"{line_key}={fmt_short(line)}" if line_key else None
+            if x_key and numeric(xs):  # a numeric axis: a line with its ± std band
+                ax.plot(xs, mean, marker="o", label=label)
+                ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+            else:  # categories (false, bf16): points with ± std bars, never joined by a line
+                ax.errorbar(range(len(xs)), mean, yerr=std, fmt="o", capsize=3, label=label)
+                ax.set_xticks(range(len(xs)), [str(x).lower() if isinstance(x, bool) else fmt_short(x) for x in xs])
+                ax.set_xlim(-0.5, len(xs) - 0.5)
         xs_all = [r[x_key] for r in rows] if x_key else []
         if xs_all and numeric(xs_all) and min(xs_all) > 0 and max(xs_all) > 10 * min(xs_all):
             ax.set_xscale("log")
