@@ -122,7 +122,8 @@ def test_switches_change_the_model_and_optimiser_they_claim_to(images):
 
 
 def test_auto_resolves_per_device_and_explicit_values_win():
-    assert performance.resolve(Params(), "cpu") == {**performance.AUTO["cpu"], "threads": 0}
+    auto_cpu = {name: performance.auto_value("cpu", name) for name in performance.SWITCHES}
+    assert performance.resolve(Params(), "cpu") == {**auto_cpu, "threads": 0} and auto_cpu["amp"] is False
     assert performance.resolve(Params(compile=True, amp="bf16"), "cpu")["compile"] is True
     assert performance.resolve(Params(amp="bf16"), "cpu")["amp"] == "bf16"
     with pytest.raises(UserError, match="needs compile"):
@@ -148,7 +149,8 @@ def test_a_run_records_its_resolved_speed_settings(tmp_path):
     assert main.main(argv) == 0
     record = yaml.safe_load((tmp_path / "r" / "params.yaml").read_text())
     assert record["params"]["channels_last"] is True and record["params"]["compile"] == "auto"
-    assert record["performance"] == {**performance.AUTO["cpu"], "channels_last": True, "threads": 1}
+    auto_cpu = {name: performance.auto_value("cpu", name) for name in performance.SWITCHES}
+    assert record["performance"] == {**auto_cpu, "channels_last": True, "threads": 1}
 
 
 def test_compile_wraps_the_model_in_place_and_keeps_its_checkpoint_keys():
@@ -199,6 +201,29 @@ def test_cpu_bf16_auto_follows_amx(monkeypatch):
     assert performance.cpu_has_amx() is False
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported", raising=False)
     assert performance.cpu_has_amx() is False
+
+
+@pytest.mark.parametrize("fast, float32, bf16, chosen", [(True, 20.0, 23.0, "bf16"), (True, 20.0, 21.0, False),
+                                                         (True, 20.0, 18.0, False), (False, 20.0, 40.0, False)])
+def test_amp_auto_is_bf16_only_where_it_measures_ten_percent_faster(monkeypatch, fast, float32, bf16, chosen):
+    measured = []
+    monkeypatch.delenv("BETAVAE_AMP_AUTO", raising=False)
+    monkeypatch.setattr(performance, "AMP_CHOICE", [])
+    monkeypatch.setattr(performance, "cpu_has_fast_bf16", lambda: fast)
+    monkeypatch.setattr(performance, "measure_amp_rates", lambda: measured.append(1) or (float32, bf16))
+    assert performance.resolve(Params(), "cpu")["amp"] == chosen
+    assert performance.resolve_one("amp", Params(), torch.device("cpu")) == chosen and len(measured) == int(fast)
+    monkeypatch.setattr(performance, "AMP_CHOICE", [])
+    monkeypatch.setenv("WORLD_SIZE", "2")                      # torchrun: every rank float32, nothing measured
+    assert performance.auto_value("cpu", "amp") is False and len(measured) == int(fast)
+
+
+def test_the_amp_measurement_times_both_precisions_in_about_a_second():
+    import time
+
+    start = time.perf_counter()
+    float32, bf16 = performance.measure_amp_rates()
+    assert float32 > 0 and bf16 > 0 and time.perf_counter() - start < 10  # ~1 s on 2 cores; generous for CI
 
 
 @pytest.mark.parametrize("amx, avx512_bf16, fast", [(True, False, True), (False, True, True), (False, False, False)])

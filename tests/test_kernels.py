@@ -4,6 +4,7 @@ import collections
 
 import pytest
 import torch
+from torch import nn
 
 from betavae.speed import kernels
 from betavae.speed.kernels import ConvStack, OneChannelTransposedConv, stack_parameters
@@ -262,3 +263,22 @@ def test_an_edited_network_run_logs_the_edited_networks_loss(tmp_path, monkeypat
         first[name] = float(read_rows(tmp_path / name / "log.csv")[0]["loss"])
     assert first["fused"] == pytest.approx(first["plain"], rel=1e-6)
     assert "notice: fused_conv turned off" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_nan_weight_or_input_propagates_through_the_fused_stack_as_through_the_layers(transposed):
+    """oneDNN's fused ReLU maps NaN to 0; the stack must not hide a blown-up step from the NaN guard."""
+    from betavae.speed.kernels import ConvStack
+
+    torch.manual_seed(0)
+    layers = [nn.ConvTranspose2d(32, 32, 4, 2, 1) if transposed else nn.Conv2d(32, 32, 4, 2, 1) for _ in range(3)]
+    x = torch.rand(2, 32, 8, 8) if transposed else torch.rand(2, 32, 32, 32)
+    parameters = [t for layer in layers for t in (layer.weight, layer.bias)]
+    with torch.no_grad():
+        layers[0].weight[0, 0, 0, 0] = float("nan")
+        assert not torch.isfinite(ConvStack.apply(x, transposed, False, *parameters)).all()
+        layers[0].weight[0, 0, 0, 0] = 0.0
+        assert torch.isfinite(ConvStack.apply(x, transposed, False, *parameters)).all()
+        if transposed:                                    # the decoder's input comes from its linear layers
+            x[0, 0, 0, 0] = float("nan")
+            assert not torch.isfinite(ConvStack.apply(x, transposed, False, *parameters)).all()

@@ -81,11 +81,12 @@ def stack_parameters(layers: nn.Sequential) -> list[torch.Tensor]:
             for tensor in (layer.weight, layer.bias)]
 
 
-def _stride_two(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, transposed: bool, relu: bool):
+def _stride_two(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, transposed: bool, relu: bool,
+                fused: bool = True):
     """One 4×4, stride-2, padding-1 (transposed) convolution, ReLU after it if `relu`: oneDNN's fused kernel in
-    float32 on CPU."""
+    float32 on CPU when `fused`."""
     stride, padding, dilation = _GEOMETRY
-    if relu and FUSED_CONVOLUTIONS and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32:
+    if fused and relu and FUSED_CONVOLUTIONS and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32:
         if transposed:
             return torch.ops.mkldnn._convolution_transpose_pointwise(x, weight, bias, padding, [0, 0], stride,
                                                                     dilation, 1, "relu", [], "")
@@ -111,13 +112,20 @@ class ConvStack(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, transposed: bool, linear_last: bool, *parameters: torch.Tensor) -> torch.Tensor:
         weights, biases = parameters[0::2], parameters[1::2]
+        # oneDNN's fused ReLU maps NaN to 0 where torch's ReLU keeps it, so a NaN weight or input (a blown-up step)
+        # would vanish in the next layer and the loss stay finite: then the layers run unfused, the loss turns NaN
+        # and the NaN guard stops the run, as without the switch. The encoder's input, images checked finite when
+        # read, is not checked again (the decoder's, from its linear layers, is).
+        checked = (x, *parameters) if transposed else parameters
+        fused = all(bool(torch.isfinite(tensor).all()) for tensor in checked)
         activations = [x]
         for index, (weight, bias) in enumerate(zip(weights, biases)):
             last = index == len(weights) - 1
             if last and linear_last and transposed and weight.shape[1] == 1:
                 activations.append(one_channel_transposed_conv(activations[-1], weight, bias))
             else:
-                activations.append(_stride_two(activations[-1], weight, bias, transposed, not (last and linear_last)))
+                activations.append(_stride_two(activations[-1], weight, bias, transposed, not (last and linear_last),
+                                               fused))
         output = activations.pop()
         ctx.save_for_backward(*activations, *([] if linear_last else [output]), *weights)
         ctx.transposed, ctx.linear_last, ctx.layers = transposed, linear_last, len(weights)

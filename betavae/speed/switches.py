@@ -4,7 +4,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import os
 import sys
+import time
 from typing import Callable
 
 import torch
@@ -37,22 +39,83 @@ def cpu_has_fast_bf16() -> bool:
 
 
 # What "auto" means on each device type; each CPU choice is measured with bench.py (docs/speed.md gives the figures,
-# the command and the CPU). amp (bf16 autocast, the decoder's output layer kept in float32) where the CPU has native
-# bf16; channels_last, fused_adam, fused_deconv and fused_conv on CPU. CUDA: the standard recipe for a small overhead-bound
-# network, not measured here (no GPU was available): run bench.py on a GPU and change it if its figures disagree.
+# the command and the CPU). channels_last, fused_adam, fused_deconv and fused_conv on CPU; amp ("measure") is bf16
+# only where `amp_pays` measures it faster on this CPU (bf16 changes the numerics, docs/speed.md). CUDA: the standard
+# recipe for a small overhead-bound network, not measured here (no GPU was available): run bench.py on a GPU and
+# change it if its figures disagree.
 AUTO = {
-    "cpu": {"compile": False, "amp": "bf16" if cpu_has_fast_bf16() else False, "channels_last": True,
+    "cpu": {"compile": False, "amp": "measure", "channels_last": True,
             "fused_adam": True, "cuda_graphs": False, "fused_deconv": True, "fused_conv": True},
     "cuda": {"compile": True, "amp": "bf16", "channels_last": True, "fused_adam": True, "cuda_graphs": True,
              "fused_deconv": False, "fused_conv": False},
 }
+AMP_GAIN = 1.10      # bf16 must run the step this much faster than float32 to be chosen by auto
+AMP_CHOICE: list = []  # amp's measured choice on this CPU, once per process
+
+
+def _rate(model, optimizer, x: torch.Tensor, bf16: bool, steps: int) -> float:
+    """Training steps/s of a β-VAE-like step (Bernoulli loss + KL), bf16 autocast around the forward or none."""
+    start = time.perf_counter()
+    for _ in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            logits, mu, logvar = model(x)[:3]
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum") \
+            - 0.5 * torch.sum(1 + logvar.float() - mu.float() ** 2 - logvar.float().exp())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return steps / (time.perf_counter() - start)
+
+
+def measure_amp_rates(steps: int = 3, rounds: int = 2) -> tuple[float, float]:
+    """(float32, bf16) steps/s of the network at batch 64 on this CPU, each prepared with this repository's switches
+    for its precision, windows interleaved; about a second in all."""
+    from models import VAE
+
+    x = (torch.rand(64, 1, 64, 64, generator=torch.Generator().manual_seed(0)) > 0.8).float()
+    runs = []
+    for amp in (False, "bf16"):
+        torch.manual_seed(0)
+        model = VAE(1, 10)
+        params = Params(amp=amp, threads=0)
+        settings = prepare(model, params, "cpu", say=lambda _: None)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, **adam_options(settings))
+        data = to_memory_format(x, params)
+        _rate(model, optimizer, data, amp == "bf16", 1)  # warm-up: kernels chosen, buffers allocated
+        runs.append((model, optimizer, data, amp == "bf16"))
+    rates = [[0.0, 0.0] for _ in range(rounds)]
+    for trial in range(rounds):
+        for k, run in enumerate(runs if trial % 2 == 0 else runs[::-1]):
+            rates[trial][k if trial % 2 == 0 else 1 - k] = _rate(*run, steps)
+    return sum(r[0] for r in rates) / rounds, sum(r[1] for r in rates) / rounds
+
+
+def amp_pays() -> bool:
+    """amp's "auto" on a CPU: bf16 where the CPU has native bf16 (AMX or AVX-512 BF16) and a step measures at least
+    AMP_GAIN times faster than float32 here; float32 otherwise, and under torchrun (every rank must compute the
+    same). Measured once per process; the environment variable BETAVAE_AMP_AUTO=bf16 or false fixes the choice."""
+    if not AMP_CHOICE:
+        fixed = os.environ.get("BETAVAE_AMP_AUTO", "").lower()
+        if fixed in ("bf16", "false"):
+            AMP_CHOICE.append(fixed == "bf16")
+        elif not cpu_has_fast_bf16() or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            AMP_CHOICE.append(False)
+        else:
+            float32, bf16 = measure_amp_rates()
+            AMP_CHOICE.append(bf16 >= AMP_GAIN * float32)
+    return AMP_CHOICE[0]
+
+
+def auto_value(kind: str, name: str):
+    """What "auto" resolves to for switch `name` on a device type (any other backend gets the CPU's choices)."""
+    value = AUTO.get(kind, AUTO["cpu"])[name]
+    return ("bf16" if amp_pays() else False) if value == "measure" else value
 
 
 def resolve(params: Params, device: torch.device | str) -> dict[str, object]:
     """The settings a run on `device` uses: each "auto" replaced by AUTO's choice, each explicit value checked."""
     kind = torch.device(device).type
-    defaults = AUTO.get(kind, AUTO["cpu"])  # any other backend gets the conservative CPU choices
-    settings = {name: defaults[name] if getattr(params, name) == "auto" else getattr(params, name)
+    settings = {name: auto_value(kind, name) if getattr(params, name) == "auto" else getattr(params, name)
                 for name in SWITCHES}
     if kind != "cuda" and settings["cuda_graphs"]:
         raise UserError("Param 'cuda_graphs' is true but the device is not a CUDA GPU; set cuda_graphs=auto or false.")
@@ -138,4 +201,4 @@ def to_memory_format(x: torch.Tensor, params: Params) -> torch.Tensor:
 def resolve_one(name: str, params: Params, device: torch.device) -> bool | str:
     """One switch's resolved value, cheap enough to call every step (no checks; resolve() did them at start-up)."""
     value = getattr(params, name)
-    return AUTO.get(device.type, AUTO["cpu"])[name] if value == "auto" else value
+    return auto_value(device.type, name) if value == "auto" else value
