@@ -27,6 +27,7 @@ class DSprites:
     channels = 1
     factor_names = LATENT_NAMES[1:]  # colour has a single value, so it is not a factor
     factor_sizes = LATENT_SIZES[1:]
+    factor_categories = {"shape": ["square", "ellipse", "heart"]}  # unordered classes, drawn by name
 
     def __init__(self, data_dir: str | None, device: torch.device | str = "cpu"):
         self.device = torch.device(device)

@@ -60,3 +60,20 @@ def test_factor_pictures_are_written_with_the_configured_draws(tmp_path, monkeyp
     assert all((tmp_path / name).stat().st_size > 1000 for name in ("heatmaps_step000010.png",
                                                                    "factor_means_step000010.png"))
     assert factors.FACTOR_DRAWS >= 64   # the default keeps the standard error at most 1/8 of the spread
+
+
+def test_a_categorical_factor_is_drawn_by_name_and_never_joined(tmp_path, monkeypatch):
+    from betavae.pictures import factors as pictures
+
+    figures = []
+    real = pictures.subplots
+    monkeypatch.setattr(pictures, "subplots", lambda *a, **k: figures.append(real(*a, **k)) or figures[-1])
+    means = {"shape": torch.rand(3, 4), "scale": torch.rand(6, 4)}
+    spreads = {name: 0.1 * torch.ones_like(value) for name, value in means.items()}
+    pictures.save_factor_plot(means, [0, 2], torch.ones(4), str(tmp_path / "f.png"), spreads, 8,
+                              {"shape": ["square", "ellipse", "heart"]})
+    shape, scale = figures[-1][1][0]
+    assert [t.get_text() for t in shape.get_xticklabels()] == ["square", "ellipse", "heart"]
+    assert all(line.get_linestyle() == "None" for line in shape.get_lines() if len(line.get_xdata()) > 1)
+    assert all(float(t).is_integer() for t in scale.get_xticks())       # class indices, never 0.5
+    assert any(len(line.get_xdata()) == 6 and line.get_linestyle() != "None" for line in scale.get_lines())

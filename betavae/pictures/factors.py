@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+import numpy as np
 import torch
 
 from betavae.pictures.plots import subplots
@@ -108,22 +109,40 @@ def save_heatmaps(maps: torch.Tensor, dims: list[int], kl: torch.Tensor, path: s
 
 
 def save_factor_plot(means: dict[str, torch.Tensor], dims: list[int], kl: torch.Tensor, path: str,
-                     spreads: dict[str, torch.Tensor] | None = None, draws: int | None = None) -> None:
-    """One panel per factor: mean μ of each shown latent against the factor's class index, with a shaded band of
-    ±1 std of μ over the draws of the other factors when `spreads` ({name: [size, D]}) is given."""
+                     spreads: dict[str, torch.Tensor] | None = None, draws: int | None = None,
+                     categories: dict[str, list[str]] | None = None) -> None:
+    """One panel per factor: mean μ of each shown latent against the factor's class index, with ±1 std of μ over the
+    draws of the other factors when `spreads` ({name: [size, D]}) is given: a shaded band for an ordered factor, error
+    bars on unjoined points for a categorical one (`categories`: {name: class names}, e.g. dSprites' shapes)."""
+    from matplotlib.ticker import MaxNLocator
+
+    categories = categories or {}
     figure, axes = subplots(1, len(means), figsize=(3.4 * len(means), 3.0), dpi=100, squeeze=False)
     for axis, (name, values) in zip(axes[0], means.items()):
-        for d in dims:
-            line, = axis.plot(range(len(values)), values[:, d].numpy(), marker="o" if len(values) < 10 else None,
+        positions = np.arange(len(values))
+        for offset, d in enumerate(dims):
+            spread = spreads[name][:, d].numpy() if spreads is not None else None
+            if name in categories:  # categories have no order: points side by side, never joined
+                shift = (offset - (len(dims) - 1) / 2) * min(0.6 / max(len(dims), 1), 0.15)
+                axis.errorbar(positions + shift, values[:, d].numpy(), yerr=spread, fmt="o", markersize=3,
+                              capsize=2, label=f"z{d} ({kl[d]:.2f})")
+                continue
+            line, = axis.plot(positions, values[:, d].numpy(), marker="o" if len(values) < 10 else None,
                               markersize=3, label=f"z{d} ({kl[d]:.2f})")
-            if spreads is not None:
-                low, high = (values[:, d] - spreads[name][:, d]).numpy(), (values[:, d] + spreads[name][:, d]).numpy()
-                axis.fill_between(range(len(values)), low, high, color=line.get_color(), alpha=0.15, linewidth=0)
-        axis.set_xlabel(f"{name} (class index)", fontsize=8), axis.set_ylabel("mean μ", fontsize=8)
+            if spread is not None:
+                low, high = values[:, d].numpy() - spread, values[:, d].numpy() + spread
+                axis.fill_between(positions, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+        if name in categories:
+            axis.set_xticks(positions, categories[name], fontsize=7)
+            axis.set_xlabel(name, fontsize=8)
+        else:
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axis.set_xlabel(f"{name} (class index)", fontsize=8)
+        axis.set_ylabel("mean μ", fontsize=8)
         axis.tick_params(labelsize=7)
     axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5), title="latent (KL)", title_fontsize=6)
     if spreads is not None:
-        figure.suptitle(f"mean μ over {draws} draws of the other factors per value; band ±1 std of μ", fontsize=9)
+        figure.suptitle(f"mean μ over {draws} draws of the other factors per value; ±1 std of μ", fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
 
@@ -139,5 +158,5 @@ def save_factor_pictures(encoder: Callable, dataset, folder: str, tag: str, kl: 
     save_heatmaps(position_heatmaps(encoder, dataset, samples, seed), dims, kl, paths[0])
     statistics = factor_statistics(encoder, dataset, draws, seed)
     save_factor_plot({n: m for n, (m, _) in statistics.items()}, dims, kl, paths[1],
-                     {n: s for n, (_, s) in statistics.items()}, draws)
+                     {n: s for n, (_, s) in statistics.items()}, draws, getattr(dataset, "factor_categories", None))
     return paths
