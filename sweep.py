@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 
 from params import SWEEPS, UserError, validate
@@ -82,6 +83,9 @@ def main_(argv: list[str] | None = None) -> int:
     rank, world = ddp.launch_rank()
     try:
         if args.report:
+            if not os.path.isfile(os.path.join(args.report, "sweep.yaml")):
+                raise UserError(f"{args.report} is not a sweep folder (it has no sweep.yaml); give --report a folder "
+                                f"written by sweep.py, e.g. predictions/<sweep>.")
             record_udr(args.report)
             sweep_report.write_report(args.report)
             print(f"report: {args.report}/sweep.html")

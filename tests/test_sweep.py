@@ -88,6 +88,8 @@ def test_three_point_sweep_resume_and_report(tmp_path, capsys):
     parser.feed((folder / "sweep.html").read_text())
     local = [link for link in parser.links if "://" not in link]
     assert any("traversal_highest_mean" in link for link in local) and "tradeoff.png" in local
+    page = (folder / "sweep.html").read_text()
+    assert "<style>" in page and "<th>recon (nats)</th>" in page and "<th>steps_per_s (steps/s)</th>" in page
     for link in local:
         assert not os.path.isabs(link) and (folder / urllib.parse.unquote(link)).is_file(), link
 
@@ -213,3 +215,8 @@ def test_a_categorical_sweep_axis_is_not_joined_by_lines(tmp_path, monkeypatch):
     numeric = [{**r, "amp": 1.0 if r["amp"] else 2.0} for r in rows]
     sweep_report.plot_tradeoff(str(tmp_path / "n.png"), ["amp", "seed"], numeric, ["mig"])
     assert any(len(line.get_xdata()) > 1 for line in figures[-1][1].flat[0].get_lines())  # numbers keep their line
+
+
+def test_report_of_a_folder_that_is_not_a_sweep_is_one_sentence(tmp_path, capsys):
+    assert sweep.main_(["--report", str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

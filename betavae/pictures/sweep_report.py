@@ -15,12 +15,23 @@ import yaml
 from betavae.evaluation.published import MEASURED, SWEEP_FIGURES
 from betavae.evaluation.scores import headline
 from betavae.pictures.plots import subplots
+from betavae.pictures.report import STYLE
 
 # main.train's line, or train_pack's (aggregate model-steps/s of a pack of K: each model ran at 1/K of it).
 TRAINED = re.compile(r"trained (\d+) steps in ([\d.]+) s(?: in a pack of (\d+))?: ([\d.]+) (?:model-)?steps/s")
 
 
 COLUMNS = 3  # panels per row of tradeoff.png
+# Units shown in sweep.html's headers (sweep.csv keeps the bare keys); scores without one are unitless, mostly in [0, 1].
+UNITS = {"recon": "nats", "kl": "nats", "steps_per_s": "steps/s", "wall_s": "s", "gaussian_total_correlation": "nats",
+         "mutual_info_score": "nats", "active_latents": "count"}
+
+
+def heading(column: str) -> str:
+    """A column's header in sweep.html: its key, with its unit where it has one."""
+    bare = column.removesuffix(" published")
+    unit = UNITS.get(bare.removeprefix("sampled_"))
+    return f"{column} ({unit})" if unit else column
 
 
 def read_point(folder: str, active_kl: float) -> dict:
@@ -227,12 +238,13 @@ def write_report(sweep_dir: str) -> None:
             if image:
                 cells.append(f"<img src=\"{link(r['point'], image)}\" alt=\"{prefix}\" style=\"max-width:48%\">")
         gallery.append("<div>" + "\n".join(cells) + "</div>")
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sweep</title></head><body>\n"
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sweep</title>"
+            f"<style>{STYLE}</style></head><body>\n"
             f"<h1>Sweep {html.escape(os.path.basename(os.path.abspath(sweep_dir)))}</h1>\n"
-            "<table border=\"1\" cellspacing=\"0\"><tr>" + "".join(f"<th>{c}</th>" for c in columns) + "</tr>\n"
+            "<table><tr>" + "".join(f"<th>{html.escape(heading(c))}</th>" for c in columns) + "</tr>\n"
             + table + "</table>\n<p><a href=\"sweep.csv\">sweep.csv</a></p>\n"
             "<h2>Per setting: mean ± std over seeds [min, max]</h2>\n"
-            "<table border=\"1\" cellspacing=\"0\"><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in summary_header)
+            "<table><tr>" + "".join(f"<th>{html.escape(heading(c))}</th>" for c in summary_header)
             + "</tr>\n" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>\n"
                                    for row in summary) + "</table>\n"
             + "".join(f"<p>{html.escape(note).replace('`', '')}</p>\n" for note in notes)
