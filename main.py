@@ -1,7 +1,7 @@
 """Train a β-VAE: python main.py [--preset NAME] [--config FILE.yaml] [--set key=value ...] [--resume RUN_DIR].
 
 With no arguments it trains the published setting: Higgins et al.'s β-VAE (β = 4) on dSprites for 300,000 steps,
-batch 64, Adam 1e-4 (Locatello et al. 2019). `--preset demo` trains a CPU-sized run in about ten minutes.
+batch 64, Adam 1e-4 (Locatello et al. 2019). `--preset demo` trains a CPU-sized run in minutes (the README gives the measured time).
 """
 from __future__ import annotations
 

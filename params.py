@@ -134,7 +134,7 @@ PRESETS: dict[str, dict] = {
 PRESET_DESCRIPTIONS: dict[str, str] = {
     "betaH_dsprites": "Higgins et al.'s β-VAE (β = 4) on dSprites for 300k steps at Locatello et al.'s settings, "
                       "the published baseline (the same as no preset).",
-    "demo": "A β = 16 β-VAE on dSprites for 10k steps, to see disentangling on a CPU in about ten minutes.",
+    "demo": "A β = 16 β-VAE on dSprites for 10k steps, to see disentangling on a CPU in minutes (README: measured time).",
     "betaH_celeba": "A β = 10 β-VAE on CelebA for 100k steps at the original TensorFlow project's settings, to "
                     "compare its traversals with that project's.",
     "betaH_celeba_anneal_down": "A β-VAE on CelebA with β annealed from 100 down to 0 over 40k steps, the original "
