@@ -180,3 +180,19 @@ def test_cli_foreign_checkpoint_exits_2(tmp_path, capsys):
     assert traverse.main([str(foreign)]) == 2
     err = capsys.readouterr().err
     assert "not a checkpoint of this repository" in err and err.count("\n") == 1
+
+
+def test_the_traversal_gif_animates_the_active_latents_under_their_names(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from betavae.pictures import traversals
+
+    torch.manual_seed(0)
+    model = VAE(1, 4).eval()
+    monkeypatch.setattr(traversals, "kl_normal", lambda mu, logvar: torch.tensor([1.0, 0.0, 2.0, 0.001]))
+    order = traversals.save_latent_grid(model, torch.rand(8, 1, 64, 64), str(tmp_path / "g.png"), 5,
+                                        gif_path=str(tmp_path / "g.gif"))
+    assert order[:2] == [2, 0]
+    gif = Image.open(tmp_path / "g.gif")
+    panel = (64 + 2) * 2                                   # a 64-pixel image and its 2-pixel gutter, doubled
+    assert gif.size == (2 * panel + 4, panel + 4 + 16)     # two active latents, a 16-pixel label row on top

@@ -128,24 +128,36 @@ def save_grid_figure(rows: torch.Tensor, labels: list[str], greyed: list[bool], 
     figure.savefig(path, bbox_inches="tight")  # room for the row labels whatever their length
 
 
-def save_gif(rows: torch.Tensor, path: str, frame_ms: int = 120) -> int:
-    """An animated GIF of a traversal: frame p shows every row at point p, side by side, forth and back.
+def save_gif(rows: torch.Tensor, path: str, frame_ms: int = 120, labels: list[str] | None = None) -> int:
+    """An animated GIF of a traversal: frame p shows every row at point p, side by side, forth and back, each panel
+    under its label when `labels` are given.
 
     Returns the frame count, 2·points − 2 (Pillow merges identical consecutive frames, so a latent
     that changes nothing can make the file shorter).
     """
+    from PIL import ImageDraw
+
     points = rows.shape[1]
     sequence = list(range(points)) + list(range(points - 2, 0, -1))
     frames = []
     for p in sequence:
         strip = make_grid(rows[:, p], nrow=rows.shape[0], pad_value=0.5, padding=2)  # [3, H, W]
         pixels = (strip.permute(1, 2, 0) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
-        frames.append(Image.fromarray(pixels).resize((pixels.shape[1] * 2, pixels.shape[0] * 2), Image.NEAREST))
+        frame = Image.fromarray(pixels).resize((pixels.shape[1] * 2, pixels.shape[0] * 2), Image.NEAREST)
+        if labels:
+            panel = frame.width / len(labels)
+            labelled = Image.new("RGB", (frame.width, frame.height + 16), (255, 255, 255))
+            labelled.paste(frame, (0, 16))
+            draw = ImageDraw.Draw(labelled)
+            for k, label in enumerate(labels):
+                width = draw.textlength(label)
+                draw.text((k * panel + (panel - width) / 2, 2), label, fill=(0, 0, 0))
+            frame = labelled
+        frames.append(frame)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
     return len(frames)
 
 
-@torch.no_grad()
 def save_latent_grid(model, x: torch.Tensor, path: str, points: int = 10, radius: float = 3.0, *,
                      range_spec: str = "", origin: str = "prior", image: int = 0, dims: list[int] | None = None,
                      active_kl: float = 0.01, hide_inactive: bool = False, gif_path: str = "") -> list[int]:
@@ -169,8 +181,9 @@ def save_latent_grid(model, x: torch.Tensor, path: str, points: int = 10, radius
     spread = {"sigma": f"±{value:g}σ", "quantile": f"quantiles {value:g}…{1 - value:g}", "observed": "observed μ range"}
     save_grid_figure(rows, labels, [bool(kl[d] < active_kl) for d in order],
                      f"traversals from {where} over {spread[kind]}; rows by KL (nats), grey: inactive", path)
-    if gif_path:
-        save_gif(rows, gif_path)
+    if gif_path:  # the animation shows the active latents only (all when none is), each labelled
+        moving = [k for k, d in enumerate(order) if kl[d] >= active_kl] or list(range(len(order)))
+        save_gif(rows[moving], gif_path, labels=[f"z{order[k]}" for k in moving])
     return order
 
 
