@@ -310,3 +310,21 @@ def test_the_sampled_representation_is_scored_under_its_own_keys():
     assert both["sampled_gaussian_total_correlation"] != both["gaussian_total_correlation"]
     assert {"sampled_encode_fixed_points", "sampled_mig"} <= set(both["seconds"])
 
+
+
+def test_a_model_with_the_training_kernels_plugged_in_is_encoded_through_the_frozen_plain_layers():
+    from betavae.speed import switches
+    from params import Params
+
+    torch.manual_seed(0)
+    model, data = VAE(1, 4), TinyFactorData()
+    switches.prepare(model, Params(amp=False, fused_conv=True), "cpu", say=lambda _: None)
+    model.eval()
+    representation = metrics.DatasetCodes(model, data, batch_size=16, progress=False)
+    factors = metrics.sample_factors(np.random.default_rng(1), 30, SIZES)
+    codes = representation(factors)
+    assert isinstance(representation._fast, torch.jit.ScriptModule) and type(model.encoder.convs).__name__ == "FusedConvs"
+    with torch.no_grad():
+        expected = model.encoder(data.images(torch.cat([torch.zeros(30, 1, dtype=torch.long),
+                                                        torch.from_numpy(factors)], 1)))[0]
+    np.testing.assert_allclose(codes, expected.numpy(), atol=1e-5)
