@@ -13,6 +13,7 @@ import torch
 from betavae.errors import DataError
 from betavae.sources.common import IMAGE_SIZE
 from betavae.sources.grid import FactorGrid
+from betavae.sources.interface import REGISTRY, build
 from betavae.sources.npz import read_factor_npz
 from betavae.sources.variants import VARIANTS
 # Re-exported: data.py is where scripts and tests look up dSprites' factors and renderer.
@@ -180,29 +181,26 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _celeba(params, device: torch.device | str):
-    from betavae.sources.celeba import make_celeba  # late import: only CelebA runs pay for PIL and its threads
+def make_dsprites(params, device: torch.device | str = "cpu") -> DSprites:
+    return DSprites(params.data_dir, device)
 
-    return make_celeba(params, device)
+
+def make_variant(params, device: torch.device | str = "cpu") -> DSpritesVariant:
+    return DSpritesVariant(params.dataset, params.data_seed, params.data_dir, device)
 
 
 # ---------------------------------------------------------------- choosing a dataset
-
-DATASETS = {"dsprites": lambda params, device: DSprites(params.data_dir, device), "celeba": _celeba,
-            **{name: (lambda params, device, name=name: DSpritesVariant(name, params.data_seed, params.data_dir, device))
-               for name in VARIANTS}}
-
 
 def make_dataset(params, device: torch.device | str = "cpu"):
     """The dataset named by params.dataset (a name, or the path of an .npz); DataError when files are missing or broken."""
     if params.dataset.endswith(".npz"):
         return NpzFactors(params.dataset, device)
-    if params.dataset not in DATASETS:
-        raise DataError(f"Dataset '{params.dataset}' is not available; choose one of: {', '.join(DATASETS)}.")
-    return DATASETS[params.dataset](params, device)
+    if params.dataset not in REGISTRY:
+        raise DataError(f"Dataset '{params.dataset}' is not available; choose one of: {', '.join(REGISTRY)}.")
+    return build(params.dataset, params, device)
 
 
-# Further datasets (CelebA) go above this line; the command line stays last.
+# A further dataset is a class (here or in betavae/sources/) and its entry in betavae/sources/interface.py REGISTRY.
 
 if __name__ == "__main__":
     sys.exit(main())

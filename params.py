@@ -13,12 +13,13 @@ from dataclasses import dataclass, fields
 import yaml
 
 from betavae.errors import DataError, UserError
+from betavae.sources.interface import REGISTRY as DATASET_NAMES  # the registry of datasets (torch-free)
 
 
 @dataclass
 class Params:
     # --- data ---
-    dataset: str = "dsprites"          # dsprites | color_dsprites | noisy_dsprites | celeba | PATH.npz (docs/data.md)
+    dataset: str = "dsprites"          # a name of betavae/sources/interface.py REGISTRY | PATH.npz (docs/data.md)
     data_dir: str = "data"             # folder searched for dataset files (dSprites npz; celeba/ tree)
     celeba_crop: int = 148             # CelebA: side in source pixels of the centred square resized to 64; 0 = largest
     celeba_loader: str = "cache"       # CelebA: cache (decode once to uint8 .npy in data_dir/celeba_cache) | workers
@@ -299,10 +300,9 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
 SPEED_SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "fused_deconv", "fused_conv")
 OBJECTIVE_NAMES = ("betaH", "vae", "betaB", "factor", "btcvae", "dipI", "dipII")  # losses.OBJECTIVES implements each
 SCHEDULE_SHAPES = ("constant", "linear", "cosine", "cyclical")              # losses.schedule_value draws each
-CHOICES = {"dataset": ("dsprites", "color_dsprites", "noisy_dsprites", "celeba", "PATH.npz"),
-           "objective": OBJECTIVE_NAMES, "beta_schedule": SCHEDULE_SHAPES, "gamma_schedule": SCHEDULE_SHAPES,
-           "capacity_schedule": SCHEDULE_SHAPES, "recon": ("bernoulli", "gaussian", "laplace"),
-           "device": ("auto", "cpu", "cuda"), "metrics_representation": ("mean", "sampled", "both"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
+CHOICES = {"dataset": (*DATASET_NAMES, "PATH.npz"), "objective": OBJECTIVE_NAMES, "recon": ("bernoulli", "gaussian", "laplace"),
+           **{f"{term}_schedule": SCHEDULE_SHAPES for term in ("beta", "gamma", "capacity")}, "device": ("auto", "cpu", "cuda"),
+           "metrics_representation": ("mean", "sampled", "both"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
            **{switch: ("auto", True, False) for switch in SPEED_SWITCHES if switch != "amp"}, "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
             "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",

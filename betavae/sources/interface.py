@@ -1,0 +1,71 @@
+"""What a dataset is: the interface every dataset implements, and the registry of the datasets `params.dataset` names.
+
+A dataset gives float images in [0, 1] at 64 × 64 by index, and, when it has ground-truth factors, their names and
+sizes, the factor classes of every image (`latents_classes`, column 0 a constant 0 as dSprites' colour, the factors
+after it) and the images of chosen factor classes (what the sampling metrics and the factor pictures need). The
+registry is plain data (no torch), so `params`, sweeps and `--help` learn the datasets from it; adding a dataset is
+one class and one entry here.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    channels: int
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices):
+        """indices int64 [B] -> (images float32 [B, C, 64, 64] in [0, 1], factor classes int64 [B, K] or None)."""
+
+    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
+        """The pictures this dataset adds at the end of a run (its paths); the factor pictures are drawn elsewhere."""
+
+
+@runtime_checkable
+class FactorDataset(Dataset, Protocol):
+    factor_names: list[str]
+    factor_sizes: tuple[int, ...]
+
+    @property
+    def latents_classes(self):
+        """int64 [N, 1 + K]: every image's factor classes after a constant column 0."""
+
+    def images(self, latents_classes):
+        """int64 [B, 1 + K] -> the images of those factor classes, float32 [B, C, 64, 64] (complete grids)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One dataset of the registry: how to build it and what the docs and the time estimate say about it."""
+    name: str
+    build: str                         # "module:callable", called with (params, device)
+    channels: int
+    images: int
+    factors: tuple[tuple[str, int], ...] = ()   # (name, size) in the order of the files; () = no factors
+    description: str = ""
+
+
+REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
+    Entry("dsprites", "data:make_dsprites", 1, 737_280,
+          (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
+          "DeepMind's dSprites (npz in data_dir, else rendered exactly)"),
+    Entry("color_dsprites", "data:make_variant", 3, 737_280,
+          (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
+          "dSprites in a random colour (disentanglement_lib)"),
+    Entry("noisy_dsprites", "data:make_variant", 3, 737_280,
+          (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
+          "dSprites on uniform noise (disentanglement_lib)"),
+    Entry("celeba", "betavae.sources.celeba:make_celeba", 3, 162_770, (),
+          "CelebA's training split from a local folder"),
+)}
+
+
+def build(name: str, params, device):
+    """The dataset `name` of the registry, built for params on device."""
+    module, attribute = REGISTRY[name].build.split(":")
+    return getattr(importlib.import_module(module), attribute)(params, device)
