@@ -93,9 +93,8 @@ class Params:
     pack: typing.Union[int, str] = "auto"  # models trained together in one step (sweeps); auto measures the best
 
 
-# The original CelebA project of Yukun Chen's TensorFlow β-VAE: Gaussian likelihood, batch 64, Adam lr 5e-4 with
-# β1 0.5, 100k steps, 32 latents. Its β grid was {1, 10, 100, 1000, 10000}; betaH_celeba takes β = 10, the value
-# whose traversal it read as "background colour and gender" (100: background and shading; ≥ 1000 collapsed).
+# Yukun Chen's TensorFlow β-VAE on CelebA: Gaussian likelihood, batch 64, Adam 5e-4 (β1 0.5), 100k steps, 32 latents;
+# its β grid {1, 10, 100, 1000, 10000}: β = 10 read as "background colour and gender", 100 shading, ≥ 1000 collapsed.
 _CELEBA = {"dataset": "celeba", "recon": "gaussian", "latent_dim": 32, "batch_size": 64, "lr": 5e-4,
            "adam_beta1": 0.5, "steps": 100_000, "eval_every": 5000}
 
@@ -124,11 +123,11 @@ PRESETS: dict[str, dict] = {
     # Kumar et al. 2018 as in Locatello et al.: λ_od from {1, 2, 5, 10, 20, 50}; λ_d = 10·λ_od (I), λ_od (II).
     "dipI_dsprites": {"objective": "dipI", "lambda_od": 10.0, "lambda_d": 100.0},
     "dipII_dsprites": {"objective": "dipII", "lambda_od": 10.0, "lambda_d": 10.0},
-    # disentanglement_lib's colour-dSprites at betaH_dsprites' settings; Bernoulli kept (as Locatello et al.): its
-    # cross-entropy takes targets in [0, 1] per channel, is least at x̂ = x, and keeps β = 4 weighed as on dSprites.
+    # disentanglement_lib's colour-, noisy-dSprites and Shapes3D at betaH_dsprites' settings; Bernoulli kept (as Locatello
+    # et al.): its cross-entropy takes targets in [0, 1] per channel, is least at x̂ = x, and keeps β = 4 weighed alike.
     "betaH_color_dsprites": {"dataset": "color_dsprites"},
-    # ... and noisy-dSprites, Bernoulli for the same reasons (a Gaussian at σ = 1/√2 would reweigh β against the pixels).
     "betaH_noisy_dsprites": {"dataset": "noisy_dsprites"},
+    "betaH_shapes3d": {"dataset": "shapes3d"},
 }
 
 # What each preset trains and what for, as `python main.py --help` lists it: one sentence each.
@@ -158,6 +157,7 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
                             "3-channel variant of disentanglement_lib's benchmark.",
     "betaH_noisy_dsprites": "The β = 4 β-VAE on noisy-dSprites (a white sprite on uniform noise) for 300k steps, the "
                             "noisy variant of disentanglement_lib's benchmark.",
+    "betaH_shapes3d": "The β = 4 β-VAE on Shapes3D for 300k steps at Locatello et al.'s settings.",
 }
 
 # Named sweeps for sweep.py: a base run preset ("preset") and/or base overrides ("set"), a "grid" (param → values,

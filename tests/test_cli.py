@@ -72,7 +72,8 @@ def test_list_params_groups_params_by_section_in_words(capsys):
     assert words["pack"][1:3] == ["int or auto", "auto"]
     assert words["download"][1:3] == ["true or false", "false"]
     assert words["steps"][1:3] == ["int", "300000"] and words["lr"][1:3] == ["float", "0.0001"]
-    assert words["dataset"][1] == "dsprites, color_dsprites, noisy_dsprites, celeba or PATH.npz" and "Adam learning rate" in words["lr"][3]
+    from betavae.sources.interface import REGISTRY
+    assert words["dataset"][1] == ", ".join(REGISTRY) + " or PATH.npz" and "Adam learning rate" in words["lr"][3]
 
 
 @pytest.mark.parametrize("script", ["main", "sweep", "traverse", "bench"])

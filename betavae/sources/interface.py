@@ -62,6 +62,9 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
           "dSprites on uniform noise (disentanglement_lib)"),
     Entry("celeba", "betavae.sources.celeba:make_celeba", 3, 162_770, (),
           "CelebA's training split from a local folder"),
+    Entry("shapes3d", "betavae.sources.shapes3d:make_shapes3d", 3, 480_000,
+          (("floor_hue", 10), ("wall_hue", 10), ("object_hue", 10), ("scale", 8), ("shape", 4), ("orientation", 15)),
+          "DeepMind's 3dshapes.h5 (Burgess & Kim 2018), memory-mapped"),
 )}
 
 
