@@ -125,9 +125,8 @@ PRESETS: dict[str, dict] = {
     "dipII_dsprites": {"objective": "dipII", "lambda_od": 10.0, "lambda_d": 10.0},
     # disentanglement_lib's colour-, noisy-dSprites and Shapes3D at betaH_dsprites' settings; Bernoulli kept (as Locatello
     # et al.): its cross-entropy takes targets in [0, 1] per channel, is least at x̂ = x, and keeps β = 4 weighed alike.
-    "betaH_color_dsprites": {"dataset": "color_dsprites"},
-    "betaH_noisy_dsprites": {"dataset": "noisy_dsprites"},
-    "betaH_shapes3d": {"dataset": "shapes3d"},
+    "betaH_color_dsprites": {"dataset": "color_dsprites"}, "betaH_noisy_dsprites": {"dataset": "noisy_dsprites"},
+    **{f"betaH_{name}": {"dataset": name} for name in ("shapes3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real")},
 }
 
 # What each preset trains and what for, as `python main.py --help` lists it: one sentence each.
@@ -157,7 +156,8 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
                             "3-channel variant of disentanglement_lib's benchmark.",
     "betaH_noisy_dsprites": "The β = 4 β-VAE on noisy-dSprites (a white sprite on uniform noise) for 300k steps, the "
                             "noisy variant of disentanglement_lib's benchmark.",
-    "betaH_shapes3d": "The β = 4 β-VAE on Shapes3D for 300k steps at Locatello et al.'s settings.",
+    **{f"betaH_{name}": f"The β = 4 β-VAE on {name} for 300k steps at Locatello et al.'s settings (docs/data.md)."
+       for name in ("shapes3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real")},
 }
 
 # Named sweeps for sweep.py: a base run preset ("preset") and/or base overrides ("set"), a "grid" (param → values,

@@ -38,6 +38,22 @@ def shapes3d_file(folder, monkeypatch) -> str:
     return str(folder), TINY_SHAPES
 
 
+TINY_MPI3D = (2, 2, 1, 1, 2, 3, 2)
+
+
+def mpi3d_file(name):
+    """An MPI3D npz as distributed (`images` uint8 [N, 64, 64, 3], mixed-radix order) at a tiny size the reader is
+    told is a release."""
+    def make(folder, monkeypatch):
+        from betavae.sources import mpi3d
+
+        count = int(np.prod(TINY_MPI3D))
+        monkeypatch.setattr(mpi3d, "RELEASES", {count: TINY_MPI3D})
+        np.savez(folder / mpi3d.FILES[name][-1], images=marked_images(count))
+        return str(folder), tuple(zip(mpi3d.NAMES, TINY_MPI3D))
+    return make
+
+
 # How each dataset's fixture is made in its real format: (data_dir, its factors as the reader then sees them, or
 # None for the registered ones). A dataset added to the registry without a fixture here fails
 # test_every_registered_dataset_has_a_fixture.
@@ -47,6 +63,7 @@ FIXTURES = {
     "noisy_dsprites": lambda folder, monkeypatch: (str(folder), None),
     "celeba": lambda folder, monkeypatch: (make_tree(str(folder)), str(folder), None)[1:],  # torchvision's layout
     "shapes3d": shapes3d_file,
+    **{name: mpi3d_file(name) for name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real")},
 }
 
 

@@ -223,7 +223,7 @@ def test_dsprites_npz_scores_the_same_as_the_built_in_dataset(tmp_path, monkeypa
     np.savez(tmp_path / data.NPZ_NAME, imgs=np.zeros(1), latents_classes=np.zeros(1))
     monkeypatch.setattr(dsprites, "_read_npz", lambda path: arrays)
     monkeypatch.setattr(npz, "_load", lambda archive, path, name: arrays[name])
-    monkeypatch.setattr(npz, "_member_header", lambda archive, name: (arrays[name].shape, arrays[name].dtype))
+    monkeypatch.setattr(npz, "member_header", lambda archive, name: (arrays[name].shape, arrays[name].dtype))
     monkeypatch.setattr(npz, "available_memory", lambda: None)
     built_in, from_file = data.DSprites(str(tmp_path)), data.NpzFactors(str(tmp_path / data.NPZ_NAME))
     assert from_file.factor_names == built_in.factor_names and from_file.factor_sizes == built_in.factor_sizes

@@ -65,6 +65,11 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
     Entry("shapes3d", "betavae.sources.shapes3d:make_shapes3d", 3, 480_000,
           (("floor_hue", 10), ("wall_hue", 10), ("object_hue", 10), ("scale", 8), ("shape", 4), ("orientation", 15)),
           "DeepMind's 3dshapes.h5 (Burgess & Kim 2018), memory-mapped"),
+    *(Entry(f"mpi3d_{kind}", "betavae.sources.mpi3d:make_mpi3d", 3, 1_036_800,
+            (("object_color", 6), ("object_shape", 6), ("object_size", 2), ("camera_height", 3),
+             ("background_color", 3), ("first_dof", 40), ("second_dof", 40)),
+            f"MPI3D-{kind} (Gondal et al. 2019), memory-mapped; the older 4 x 4 release read too")
+      for kind in ("toy", "realistic", "real")),
 )}
 
 

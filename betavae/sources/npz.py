@@ -44,7 +44,7 @@ def available_memory() -> int | None:
     return None
 
 
-def _member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
+def member_header(archive: zipfile.ZipFile, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of an array in an npz from its header alone, before anything is loaded."""
     with archive.open(name + ".npy") as file:
         version = np.lib.format.read_magic(file)
@@ -174,8 +174,8 @@ def read_factor_npz(path: str, say: Callable[[str], object] = print, warn: Calla
     archive, keys = _open(path)
     with archive:
         try:
-            image_shape, image_dtype = _member_header(archive, "imgs")
-            class_shape, class_dtype = _member_header(archive, "latents_classes")
+            image_shape, image_dtype = member_header(archive, "imgs")
+            class_shape, class_dtype = member_header(archive, "latents_classes")
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             raise DataError(f"{path} is not a readable npz ({type(error).__name__}: {error}); save it again with "
                             f"numpy.savez.") from None

@@ -10,8 +10,8 @@ import torch
 from tqdm import tqdm
 
 from betavae.errors import DataError
-from betavae.sources.grid import FactorGrid
 from betavae.sources.interface import REGISTRY
+from betavae.sources.memmap import MemmapGrid, fits, grid_order
 
 FILE, CACHE = "3dshapes.h5", "3dshapes_images.npy"
 SOURCE = "https://storage.googleapis.com/3d-shapes/3dshapes.h5, DeepMind, Apache 2.0"
@@ -29,11 +29,6 @@ def _classes(labels: np.ndarray, path: str) -> np.ndarray:
             raise DataError(f"{path}'s labels column {k} ({name}) has {len(values)} values where Shapes3D has "
                             f"{size}; download {FILE} again ({SOURCE}).")
     return classes
-
-
-def _grid_order(sizes) -> np.ndarray:
-    """Every class combination in mixed-radix order, the last factor fastest: [prod(sizes), K]."""
-    return np.stack([g.ravel() for g in np.indices(sizes)], axis=1)
 
 
 def read_shapes3d(data_dir: str, say=print) -> tuple[np.ndarray, np.ndarray]:
@@ -57,23 +52,15 @@ def read_shapes3d(data_dir: str, say=print) -> tuple[np.ndarray, np.ndarray]:
                                 f"{list(labels.shape)}; Shapes3D has uint8 [{count}, 64, 64, 3] and [{count}, "
                                 f"{len(sizes)}].")
             classes = _classes(labels[()], path)
-            if not np.array_equal(classes, _grid_order(sizes)):
+            if not np.array_equal(classes, grid_order(sizes)):
                 raise DataError(f"{path}'s images are not in DeepMind's factor order; download {FILE} again.")
             cache = os.path.join(data_dir, CACHE)
-            if not _cache_fits(cache, count):
+            if not fits(cache, (count, 64, 64, 3)):
                 _convert(images, cache, say)
     except OSError as error:
         raise DataError(f"{path} cannot be read as HDF5 ({error}); it is truncated or corrupt: download it again "
                         f"({SOURCE}).") from None
     return np.load(cache, mmap_mode="r"), classes
-
-
-def _cache_fits(cache: str, count: int) -> bool:
-    try:
-        array = np.load(cache, mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    return array.shape == (count, 64, 64, 3) and array.dtype == np.uint8
 
 
 def _convert(images, cache: str, say) -> None:
@@ -89,43 +76,12 @@ def _convert(images, cache: str, say) -> None:
     os.replace(partial, cache)
 
 
-class Shapes3D:
+class Shapes3D(MemmapGrid):
     """Shapes3D by index and by factor classes; images memory-mapped, converted to float per batch."""
 
-    channels = 3
-
     def __init__(self, data_dir: str, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        self.factor_names = [name for name, _ in FACTORS]
-        self.factor_sizes = tuple(size for _, size in FACTORS)
-        self._images, classes = read_shapes3d(data_dir)
-        self._latents_classes = torch.cat([torch.zeros(len(classes), 1, dtype=torch.int64),
-                                           torch.from_numpy(classes)], 1).to(self.device)
-        self._grid = FactorGrid(classes, self.factor_sizes, self.device)
-
-    def __len__(self) -> int:
-        return len(self._latents_classes)
-
-    @property
-    def latents_classes(self) -> torch.Tensor:
-        """int64 [N, 1 + 6] in file order (column 0 a constant 0, as dSprites' colour), on self.device."""
-        return self._latents_classes
-
-    def _pixels(self, rows: torch.Tensor) -> torch.Tensor:
-        pixels = torch.from_numpy(np.ascontiguousarray(self._images[rows.cpu().numpy()]))  # [B, 64, 64, 3] uint8
-        return pixels.permute(0, 3, 1, 2).to(self.device, torch.float32).div_(255.0)
-
-    def images(self, latents_classes: torch.Tensor) -> torch.Tensor:
-        """[B, 1 + 6] int64 -> float32 [B, 3, 64, 64] in [0, 1]."""
-        return self._pixels(self._grid.rows(latents_classes.to(self.device, torch.int64)[:, 1:]))
-
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """indices [B] -> (images float32 [B, 3, 64, 64], factors int64 [B, 6]) on self.device."""
-        return self._pixels(indices), self._latents_classes[indices.to(self.device), 1:].contiguous()
-
-    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
-        """None beyond the factor pictures and scores every dataset with factors gets."""
-        return []
+        images, _ = read_shapes3d(data_dir)
+        super().__init__(images, [name for name, _ in FACTORS], [size for _, size in FACTORS], device)
 
 
 def make_shapes3d(params, device: torch.device | str = "cpu") -> Shapes3D:
