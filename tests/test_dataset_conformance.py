@@ -67,6 +67,11 @@ FIXTURES = {
 }
 
 
+FIRST_OF_ITS_CLASS = {}
+for _name, _entry in REGISTRY.items():
+    FIRST_OF_ITS_CLASS.setdefault(_entry.build, _name)
+
+
 def test_every_registered_dataset_has_a_fixture():
     assert set(FIXTURES) == set(REGISTRY)
 
@@ -92,6 +97,8 @@ def test_a_registered_dataset_keeps_the_interface_and_trains(name, tmp_path, mon
         assert torch.equal(dataset.images(classes), images)  # the image at these classes is the one at that row
     else:
         assert factors is None and not isinstance(dataset, FactorDataset)
+    if name != FIRST_OF_ITS_CLASS[entry.build]:
+        return  # the short run below trains each dataset class once (the MPI3D variants share one, as the colours)
     args = ["--set", f"dataset={name}", f"data_dir={data_dir}", f"out_dir={tmp_path / 'runs'}", "run_name=r",
             "steps=2", "batch_size=4", "sample_every=2", "traverse_samples=8", "device=cpu", "factor_samples=1",
             "val_images=4", "latent_dim=3", "metrics=mig,unsupervised"]
