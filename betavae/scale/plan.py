@@ -10,10 +10,16 @@ import torch
 from betavae.scale import packed, packing
 from betavae.scale.sweep_spec import DATA_KEYS, Point
 from betavae.scale.sweeping import point_finished, start_step
+from betavae.sources.interface import REGISTRY
 
-CHANNELS = {"dsprites": 1, "celeba": 3}
 TIMED_STEPS = 5  # after two untimed ones (packing.measure): a few seconds on a CPU
 TOO_SHORT = 100  # model-steps: a sweep this short trains in less time than timing it would take
+
+
+def channels_of(dataset: str) -> int:
+    """The registry's channels of a dataset; an npz, whose channels are unknown before it is read, is timed as RGB."""
+    entry = REGISTRY.get(dataset)
+    return entry.channels if entry is not None else 3
 
 
 class Probe:
@@ -21,7 +27,7 @@ class Probe:
     choice is cached for the sweep's own run_points); a step's time does not depend on what the pixels show."""
 
     def __init__(self, params, device: torch.device):
-        self.channels = CHANNELS.get(params.dataset, 3)
+        self.channels = channels_of(params.dataset)
         generator = torch.Generator().manual_seed(0)
         self.images = torch.rand(max(256, params.batch_size), self.channels, 64, 64, generator=generator).to(device)
 
@@ -66,7 +72,7 @@ def rate_of(group: list[Point], device: torch.device, rates: dict) -> float:
     params = group[0].params
     kind = (params.dataset, params.objective if params.objective == "factor" else "", params.latent_dim,
             params.batch_size, params.amp, len(group))
-    measured = packing.AUTO_RATES.get((str(device), CHANNELS.get(params.dataset, 3), params.latent_dim,
+    measured = packing.AUTO_RATES.get((str(device), channels_of(params.dataset), params.latent_dim,
                                        params.batch_size, params.amp), {})
     if kind not in rates and params.pack == "auto" and params.objective != "factor" and measured:
         rates[kind] = between(measured, len(group))
