@@ -12,7 +12,7 @@ import torch
 
 from betavae.errors import DataError
 from betavae.sources.common import IMAGE_SIZE
-from betavae.sources.grid import FactorGrid
+from betavae.sources.grid import FactorGrid, FactorImages
 from betavae.sources.interface import REGISTRY, build
 from betavae.sources.npz import read_factor_npz
 from betavae.sources.variants import VARIANTS
@@ -98,7 +98,7 @@ class DSpritesVariant(DSprites):
         return self._draw(super().images(classes), self._grid.rows(classes[:, 1:]), self.seed)
 
 
-class NpzFactors:
+class NpzFactors(FactorImages):
     """A user's npz in dSprites' layout (betavae/sources/npz.py): images held in memory, looked up by row or, when the
     factor grid is complete, by factor classes, through the FactorGrid that DSprites uses."""
 
@@ -117,32 +117,12 @@ class NpzFactors:
         classes = torch.from_numpy(arrays.classes)
         # A leading colour column of zeros, as DSprites' latents_classes, so the metrics and pictures read both alike.
         self._latents_classes = torch.cat([torch.zeros(len(classes), 1, dtype=torch.int64), classes], 1).to(self.device)
-        self.grid = FactorGrid(arrays.classes, arrays.sizes, self.device)
-        self.complete_grid = self.grid.complete
-
-    def __len__(self) -> int:
-        return len(self._latents_classes)
-
-    @property
-    def latents_classes(self) -> torch.Tensor:
-        """int64 [N, 1 + K] in file order (column 0 is a constant colour), on self.device."""
-        return self._latents_classes
+        self._grid = FactorGrid(arrays.classes, arrays.sizes, self.device)
+        self.complete_grid = self._grid.complete
 
     def _pixels(self, rows: torch.Tensor) -> torch.Tensor:
         pixels = self._images[rows.to(self._images.device)]  # [B, C, 64, 64] uint8
         return pixels.to(self.device, torch.float32) * self._scale
-
-    def images(self, latents_classes: torch.Tensor) -> torch.Tensor:
-        """[B, 1 + K] int64 -> float32 [B, C, 64, 64] in [0, 1]; only for a complete grid (`complete_grid`)."""
-        return self._pixels(self.grid.rows(latents_classes.to(self.device, torch.int64)[:, 1:]))
-
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """indices [B] -> (images float32 [B, C, 64, 64], factors int64 [B, K]) on self.device."""
-        return self._pixels(indices), self._latents_classes[indices.to(self.device), 1:].contiguous()
-
-    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
-        """None beyond the factor pictures and scores every dataset with factors gets."""
-        return []
 
 
 def _render_preview(out: str) -> None:

@@ -33,3 +33,29 @@ class FactorGrid:
             raise ValueError("an incomplete factor grid has no image for some combinations")
         cell = (classes.to(self.strides.device, torch.int64) * self.strides).sum(dim=1)  # [B]
         return cell if self._cell_to_row is None else self._cell_to_row[cell]
+
+
+class FactorImages:
+    """What datasets of stored images with factor classes share (a user's npz, Shapes3D, MPI3D): length, classes,
+    images by index and by factor classes, no pictures of their own. A subclass sets `device`, `_latents_classes`
+    (int64 [N, 1 + K], column 0 a constant 0) and `_grid` (a FactorGrid), and defines `_pixels(rows)`."""
+
+    def __len__(self) -> int:
+        return len(self._latents_classes)
+
+    @property
+    def latents_classes(self) -> torch.Tensor:
+        """int64 [N, 1 + K] in file order (column 0 a constant 0, as dSprites' colour), on self.device."""
+        return self._latents_classes
+
+    def images(self, latents_classes: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + K] int64 -> float32 [B, C, 64, 64] in [0, 1]; only for a complete grid."""
+        return self._pixels(self._grid.rows(latents_classes.to(self.device, torch.int64)[:, 1:]))
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """indices [B] -> (images float32 [B, C, 64, 64], factors int64 [B, K]) on self.device."""
+        return self._pixels(indices), self._latents_classes[indices.to(self.device), 1:].contiguous()
+
+    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
+        """None beyond the factor pictures and scores every dataset with factors gets."""
+        return []

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from betavae.sources.grid import FactorGrid
+from betavae.sources.grid import FactorGrid, FactorImages
 
 
 def grid_order(sizes) -> np.ndarray:
@@ -36,7 +36,7 @@ def copy_stream(source, target: str, size: int, what: str, say) -> None:
     os.replace(partial, target)
 
 
-class MemmapGrid:
+class MemmapGrid(FactorImages):
     """Images uint8 [N, 64, 64, 3] (an np.memmap) in mixed-radix order over factors `names` of `sizes`."""
 
     channels = 3
@@ -50,28 +50,6 @@ class MemmapGrid:
                                            torch.from_numpy(classes)], 1).to(self.device)
         self._grid = FactorGrid(classes, self.factor_sizes, self.device)
 
-    def __len__(self) -> int:
-        return len(self._latents_classes)
-
-    @property
-    def latents_classes(self) -> torch.Tensor:
-        """int64 [N, 1 + K] in file order (column 0 a constant 0, as dSprites' colour), on self.device."""
-        return self._latents_classes
-
     def _pixels(self, rows: torch.Tensor) -> torch.Tensor:
         pixels = torch.from_numpy(np.ascontiguousarray(self._images[rows.cpu().numpy()]))  # [B, 64, 64, 3] uint8
         return pixels.permute(0, 3, 1, 2).to(self.device, torch.float32).div_(255.0)
-
-    def images(self, latents_classes: torch.Tensor) -> torch.Tensor:
-        """[B, 1 + K] int64 -> float32 [B, 3, 64, 64] in [0, 1]."""
-        return self._pixels(self._grid.rows(latents_classes.to(self.device, torch.int64)[:, 1:]))
-
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """indices [B] -> (images float32 [B, 3, 64, 64], factors int64 [B, K]) on self.device."""
-        return self._pixels(indices), self._latents_classes[indices.to(self.device), 1:].contiguous()
-
-    def end_of_run_pictures(self, model, run_dir: str, params) -> list[str]:
-        """None beyond the factor pictures and scores every dataset with factors gets."""
-        return []
-
-

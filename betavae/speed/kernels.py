@@ -117,7 +117,8 @@ class ConvStack(torch.autograd.Function):
         # and the NaN guard stops the run, as without the switch. The encoder's input, images checked finite when
         # read, is not checked again (the decoder's, from its linear layers, is).
         checked = (x, *parameters) if transposed else parameters
-        fused = all(bool(torch.isfinite(tensor).all()) for tensor in checked)
+        fused = FUSED_CONVOLUTIONS and x.device.type == "cpu" and x.dtype == torch.float32 \
+            and all(bool(torch.isfinite(tensor).all()) for tensor in checked)
         activations = [x]
         for index, (weight, bias) in enumerate(zip(weights, biases)):
             last = index == len(weights) - 1

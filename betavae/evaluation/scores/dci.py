@@ -53,8 +53,12 @@ def fit_boosted_trees(x_train, y_train, seed: int, progress: bool, map_=None) ->
 
 
 def predict(model, x: np.ndarray, y_train_k: np.ndarray) -> np.ndarray:
-    """A fitted model's predictions; a factor constant in training predicts its one value."""
-    return model.predict(x) if model is not None else np.full(len(x), y_train_k[0])
+    """A fitted model's predictions; where none could be fitted (a factor constant in training, too few points), the
+    training points' majority class (for a constant factor, its one value)."""
+    if model is not None:
+        return model.predict(x)
+    values, counts = np.unique(y_train_k, return_counts=True)
+    return np.full(len(x), values[np.argmax(counts)])
 
 
 def boosted_trees(context: Context) -> list:

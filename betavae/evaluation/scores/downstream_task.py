@@ -36,17 +36,10 @@ def _fit(build, x: np.ndarray, y: np.ndarray):
         return None
 
 
-def _predict(model, x: np.ndarray, y_train: np.ndarray) -> np.ndarray:
-    if model is not None:
-        return model.predict(x)
-    values, counts = np.unique(y_train, return_counts=True)
-    return np.full(len(x), values[np.argmax(counts)])
-
-
 def accuracies(models: list, x_train, y_train, x_test, y_test, prefix: str) -> dict[str, float]:
     """disentanglement_lib's keys for one training size: `{n}:mean_train_accuracy`, ..., per factor `{n}:...factor_{k}`."""
-    train = [float(np.mean(_predict(m, x_train, y_train[:, k]) == y_train[:, k])) for k, m in enumerate(models)]
-    test = [float(np.mean(_predict(m, x_test, y_train[:, k]) == y_test[:, k])) for k, m in enumerate(models)]
+    train = [float(np.mean(predict(m, x_train, y_train[:, k]) == y_train[:, k])) for k, m in enumerate(models)]
+    test = [float(np.mean(predict(m, x_test, y_train[:, k]) == y_test[:, k])) for k, m in enumerate(models)]
     scores = {f"{prefix}:mean_train_accuracy": float(np.mean(train)), f"{prefix}:mean_test_accuracy": float(np.mean(test)),
               f"{prefix}:min_train_accuracy": float(np.min(train)), f"{prefix}:min_test_accuracy": float(np.min(test))}
     for k in range(len(models)):
