@@ -1,8 +1,7 @@
 """Reconstruction likelihoods, the KL to the prior, weight schedules and the disentangling objectives built from them.
 
 Reduction, stated once: every term is summed over pixels and latent dimensions and averaged over the batch,
-so a loss is "nats per image". Every objective returns a dict holding `loss`, `kl_per_dim` [D] and each term
-and weight it uses as a 0-dim tensor, so that the training loop logs all of them.
+so a loss is "nats per image". What an objective returns and declares: betavae/objectives.py, with the registry.
 """
 from __future__ import annotations
 
@@ -12,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from betavae.objectives import REGISTRY
 
 
 # --- schedules: one mechanism for every annealed weight (β, γ, capacity C) ---
@@ -91,10 +92,7 @@ def reconstruction_nll(x: torch.Tensor, x_logits: torch.Tensor, kind: str, std: 
 
 
 def kl_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(μ, σ²) ‖ N(0, 1)) per latent dimension, averaged over the batch: [D].
-
-    Kingma & Welling 2014, appendix B: −½ Σ (1 + log σ² − μ² − σ²).
-    """
+    """KL(N(μ, σ²) ‖ N(0, 1)) per latent dimension, batch mean: [D]; Kingma & Welling 2014, appendix B."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean(dim=0)
 
 
@@ -314,24 +312,19 @@ class FactorObjective:
             group["lr"], group["betas"] = self.lr, self.betas
 
 
-# objective name → function(x, x_logits, mu, logvar, z, step, params) → dict of named terms with "loss".
-# btcvae and factor take one more keyword (dataset_size, discriminator): build them with make_objective.
-OBJECTIVES = {"betaH": beta_vae, "vae": vae, "betaB": capacity_vae, "factor": factor_vae, "btcvae": beta_tc_vae,
-              "dipI": dip_vae_i, "dipII": dip_vae_ii}
+def build_btcvae(params, dataset_size: int, device):
+    return functools.partial(beta_tc_vae, dataset_size=dataset_size)  # its estimator weighs the batch by N
 
-# objectives that need more than params: name → builder(params, dataset_size, device) → callable objective.
-BUILDERS = {
-    "btcvae": lambda params, dataset_size, device: functools.partial(OBJECTIVES["btcvae"], dataset_size=dataset_size),
-    "factor": lambda params, dataset_size, device: FactorObjective(params, device),
-}
+
+def build_factor(params, dataset_size: int, device):
+    return FactorObjective(params, device)
+
+
+# name → loss function, from the registry of objectives (betavae/objectives.py: the contract, and where to add one).
+OBJECTIVES = {name: globals()[entry.loss] for name, entry in REGISTRY.items()}
 
 
 def make_objective(params, dataset_size: int, device: torch.device):
-    """The callable objective for params.objective, built once per run.
-
-    It may have `after_step() -> dict` (called by the training step after the VAE's optimiser step; its terms are
-    logged) and `state_dict` / `load_state_dict` (saved in and restored from the checkpoint).
-    """
-    if params.objective in BUILDERS:
-        return BUILDERS[params.objective](params, dataset_size, device)
-    return OBJECTIVES[params.objective]
+    """The callable objective for params.objective, built once per run as its registry entry says."""
+    entry = REGISTRY[params.objective]
+    return globals()[entry.build](params, dataset_size, device) if entry.build else OBJECTIVES[params.objective]

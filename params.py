@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 import yaml
 
 from betavae.errors import DataError, UserError
+from betavae.objectives import REGISTRY as OBJECTIVES  # the registry of objectives (torch-free)
 from betavae.sources.interface import REGISTRY as DATASET_NAMES  # the registry of datasets (torch-free)
 
 
@@ -30,7 +31,7 @@ class Params:
     # --- model ---
     latent_dim: int = 10               # number of latent dimensions (Burgess et al. 2018 use 10)
     # --- objective ---
-    objective: str = "betaH"           # betaH | vae | betaB | factor | btcvae | dipI | dipII; see losses.OBJECTIVES
+    objective: str = "betaH"           # betaH | vae | betaB | factor | btcvae | dipI | dipII; betavae/objectives.py
     recon: str = "bernoulli"           # reconstruction likelihood: bernoulli (binary data) | gaussian | laplace
     recon_std: float = 0.7071          # fixed σ of a gaussian/laplace likelihood; 1/√2: Gaussian NLL = Σ squared error
     beta: float = 4.0                  # weight on KL (Higgins et al. 2017); the value reached at the end of annealing
@@ -298,15 +299,13 @@ def build_params(preset: str | None = None, config: str | None = None, assignmen
 
 
 SPEED_SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs", "fused_deconv", "fused_conv")
-OBJECTIVE_NAMES = ("betaH", "vae", "betaB", "factor", "btcvae", "dipI", "dipII")  # losses.OBJECTIVES implements each
 SCHEDULE_SHAPES = ("constant", "linear", "cosine", "cyclical")              # losses.schedule_value draws each
-CHOICES = {"dataset": (*DATASET_NAMES, "PATH.npz"), "objective": OBJECTIVE_NAMES, "recon": ("bernoulli", "gaussian", "laplace"),
+CHOICES = {"dataset": (*DATASET_NAMES, "PATH.npz"), "objective": OBJECTIVES.keys(), "recon": ("bernoulli", "gaussian", "laplace"),
            **{f"{term}_schedule": SCHEDULE_SHAPES for term in ("beta", "gamma", "capacity")}, "device": ("auto", "cpu", "cuda"),
            "metrics_representation": ("mean", "sampled", "both"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
            **{switch: ("auto", True, False) for switch in SPEED_SWITCHES if switch != "amp"}, "amp": ("auto", "bf16", False)}
-POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every",
-            "traverse_samples", "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio",
-            "discriminator_lr", "num_workers")
+POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every", "traverse_samples",
+            "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio", "discriminator_lr", "num_workers")
 NOT_NEGATIVE = ("anneal_steps", "beta_delay", "gamma_steps", "gamma_delay", "capacity_steps", "capacity_delay",
                 "celeba_crop", "val_images", "eval_every", "active_kl", "factor_samples", "threads")
 
@@ -341,10 +340,9 @@ def validate(params: Params) -> None:
     from betavae.evaluation.scores import select
     select(params.metrics)  # an unknown metric name is a UserError naming the closest
     if params.schedule_ratio > 1:
-        raise UserError(f"Param 'schedule_ratio' is a fraction of a cycle; give a value in (0, 1], "
-                        f"got {params.schedule_ratio}.")
+        raise UserError(f"Param 'schedule_ratio' is a fraction of a cycle; give a value in (0, 1], got {params.schedule_ratio}.")
     if params.pack != "auto" and (isinstance(params.pack, bool) or not isinstance(params.pack, int) or params.pack < 1):
         raise UserError(f"Param 'pack' is {params.pack!r}; give a positive number of models per step or auto.")
-    if params.objective in ("factor", "btcvae") and params.batch_size < 2:
+    if OBJECTIVES[params.objective].batch_estimate and params.batch_size < 2:
         raise UserError(f"Objective '{params.objective}' estimates q(z) across the batch; set batch_size to 2 or "
                         f"more (64 is usual).")

@@ -4,6 +4,10 @@
         [--range sigma:3|quantile:0.05|observed] [--gif] [--images N] [--indices 5,17] [--hide-inactive] [--assets]
         [--metrics [--select NAMES] [--no-dci]] [--report]
     python traverse.py RUN RUN ... --udr      (UDR of runs trained on the same data, e.g. one setting's seeds)
+    python traverse.py --download betaH_dsprites   (a released disentangling-vae model, into released/)
+
+A checkpoint is a run folder or checkpoint.pt of main.py, a disentangling-vae results folder (model.pt +
+specs.json) or a 1Konny/Beta-VAE checkpoint of BetaVAE_B (betavae/released.py); all draw and score alike.
 """
 from __future__ import annotations
 
@@ -28,8 +32,11 @@ def parse_indices(text: str, limit: int, what: str) -> list[int]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Redraw every picture of a run from a checkpoint written by main.py.")
-    parser.add_argument("checkpoint", nargs="+", help="path to a checkpoint.pt, or the run folder that holds one "
-                                                      "(several with --udr)")
+    parser.add_argument("checkpoint", nargs="*", help="a run folder or checkpoint.pt, a disentangling-vae results "
+                                                      "folder, or a 1Konny/Beta-VAE checkpoint (several with --udr)")
+    parser.add_argument("--download", metavar="NAME",
+                        help="download disentangling-vae's released model NAME (VAE_dsprites, betaH_dsprites, "
+                             "betaB_dsprites, factor_dsprites, btcvae_dsprites) into released/disentangling-vae/NAME")
     parser.add_argument("--out", help="output folder (default: <checkpoint folder>/traversals, or assets with --assets)")
     parser.add_argument("--dims", help="latents to traverse, in this order, e.g. 0,3,7 (default: all, sorted by KL)")
     parser.add_argument("--from", dest="origin", choices=("prior", "posterior"), default="prior",
@@ -77,16 +84,15 @@ def load(args: argparse.Namespace):
     """The checkpoint's model, params, dataset and images, and the output folder; UserError / DataError if wrong."""
     import torch
 
-    from betavae.checkpoints import load_checkpoint, model_from_checkpoint
+    from betavae.checkpoints import model_from_checkpoint
     from betavae.pictures.traversals import parse_range
+    from betavae.released import open_checkpoint
     from data import make_dataset
 
     parse_range(args.range_spec)
     if args.images <= 0:
         raise UserError(f"--images must be positive, got {args.images}.")
-    if os.path.isdir(args.checkpoint):  # a run folder, as main.py --resume takes
-        args.checkpoint = os.path.join(args.checkpoint, "checkpoint.pt")
-    state = load_checkpoint(args.checkpoint)
+    state, args.checkpoint = open_checkpoint(args.checkpoint)  # a run folder, as main.py --resume takes, or a peer's
     params = apply_overrides(Params(), state["params"], f"checkpoint '{args.checkpoint}'")
     dims = parse_indices(args.dims, state["latent_dim"], "--dims") if args.dims else None
     device = torch.device("cuda" if torch.cuda.is_available() and params.device != "cpu" else "cpu")
@@ -149,10 +155,6 @@ def report(run_dir: str) -> int:
 
     if os.path.isfile(run_dir):
         run_dir = os.path.dirname(run_dir) or "."
-    if not os.path.isfile(os.path.join(run_dir, "log.csv")):
-        print(f"error: {run_dir} has no log.csv; pass a run folder written by main.py, e.g. predictions/<run>.",
-              file=sys.stderr)
-        return 2
     print(f"wrote {run_report.refresh(run_dir, run_report.active_kl_of(run_dir))}")
     return 0
 
@@ -173,8 +175,39 @@ def udr(runs: list[str]) -> int:
     return 0
 
 
+def download(name: str) -> int:
+    """Fetch a released disentangling-vae model (size, progress, SHA-256 checked, resumable) and say what to run."""
+    from betavae.errors import DataError
+    from betavae.released import download_released
+
+    try:
+        folder = download_released(name)
+    except (UserError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"saved {folder}; draw and score it with: python traverse.py {folder} --metrics --report")
+    return 0
+
+
+def released_report(state: dict, folder: str) -> str:
+    """A released model's report.html in the output folder: its pictures, scores and the settings it records."""
+    import yaml
+
+    from betavae.pictures import report as run_report
+
+    with open(os.path.join(folder, "params.yaml"), "w", encoding="utf-8") as file:
+        yaml.safe_dump({"command": "python " + " ".join(sys.argv), "source": state["source"],
+                        "params": state["params"]}, file, sort_keys=False)
+    return run_report.write_report(folder)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.download:
+        return download(args.download)
+    if not args.checkpoint:
+        print("error: give a checkpoint or run folder (or --download NAME); see --help.", file=sys.stderr)
+        return 2
     if args.udr:
         return udr(args.checkpoint)
     if len(args.checkpoint) > 1:
@@ -190,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         except UserError as error:
             print(f"error: --select: {error}", file=sys.stderr)
             return 2
-    if args.report:
+    where = args.checkpoint if os.path.isdir(args.checkpoint) else os.path.dirname(args.checkpoint) or "."
+    if args.report and os.path.isfile(os.path.join(where, "log.csv")):  # a run of main.py: no model is loaded
         return report(args.checkpoint)
     args.gif = args.gif or args.assets  # the README shows the animated grid too
     from betavae.errors import DataError
@@ -208,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         own = params.metrics if params.metrics not in (False, "none") else "default"  # --metrics asks for scores
         metrics.record(model, dataset, folder, state["step"], params.seed, include_dci=not args.no_dci,
                        metrics=args.select or own, representation=params.metrics_representation)
+    if args.report:  # a model with no training log here (a released one): its report beside its pictures
+        print(f"wrote {released_report(state, folder)}")
     return 0
 
 

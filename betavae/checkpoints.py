@@ -3,6 +3,7 @@ sentence."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import shutil
 import tempfile
@@ -10,9 +11,21 @@ import tempfile
 import torch
 
 from betavae.errors import CheckpointWriteError, UserError
-from models import VAE
+from betavae.network import VAE
 
 CHECKPOINT_FORMAT = "beta-vae-checkpoint/1"
+# What a checkpoint holds (`layout` writes it; `checked` reads it): key → type. A stateful objective adds "objective".
+LAYOUT = {"model": dict, "optimizer": dict, "step": int, "rng": dict, "params": dict, "channels": int,
+          "latent_dim": int}
+REQUIRED = ("model", "params", "latent_dim", "channels", "step")  # what opening one for pictures and scores needs
+
+
+def layout(model: dict, optimizer: dict, step: int, rng: dict, params: dict, channels: int, latent_dim: int,
+           objective: dict | None = None) -> dict:
+    """A checkpoint, as a single run and each model of a pack write it; copied, so training on cannot change it."""
+    state = {"model": model, "optimizer": optimizer, "step": step, "rng": rng, "params": params, "channels": channels,
+             "latent_dim": latent_dim, **({"objective": objective} if objective is not None else {})}
+    return copy.deepcopy(state)
 
 
 def honour_umask(path: str) -> None:
@@ -53,11 +66,15 @@ def load_checkpoint(path: str) -> dict:
     except Exception:  # torch raises many types for truncated, pickled-code or non-torch files
         raise UserError(f"'{path}' is not a readable checkpoint (truncated, corrupt or not written by main.py); "
                         f"use another checkpoint or retrain.") from None
+    return checked(state, path)
+
+
+def checked(state, path: str) -> dict:
+    """`state` (what torch.load gave for `path`) if it is a checkpoint of this repository's VAE; UserError if not."""
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise UserError(f"'{path}' is a PyTorch file but not a checkpoint of this repository's VAE; "
                         f"pass a checkpoint.pt written by main.py.")
-    expected = {"model": dict, "params": dict, "latent_dim": int, "channels": int, "step": int}
-    for key, kind in expected.items():
+    for key, kind in ((key, LAYOUT[key]) for key in REQUIRED):
         value = state.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             problem = "lacks" if key not in state else f"has a {type(value).__name__} as"

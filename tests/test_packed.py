@@ -115,7 +115,7 @@ def test_factor_vae_falls_back_to_one_after_another(tmp_path, capsys):
     dataset = make_dataset(params_list[0], "cpu")
     run_dirs = folders(tmp_path, "factor", 2)
     assert packed.train_pack(params_list, dataset, run_dirs, torch.device("cpu")) == [0, 0]
-    assert "FactorVAE" in capsys.readouterr().err
+    assert "objective 'factor' is not packed" in capsys.readouterr().err
     assert all("objective" in load_checkpoint(os.path.join(d, "checkpoint.pt")) for d in run_dirs)
 
 

@@ -86,7 +86,7 @@ def test_the_root_holds_only_what_a_user_runs_or_edits_first():
 
 
 def test_the_network_file_is_the_network_alone():
-    text = open(os.path.join(ROOT, "models.py"), encoding="utf-8").read()
+    text = open(os.path.join(ROOT, "betavae", "network.py"), encoding="utf-8").read()
     assert len(text.splitlines()) <= 150
     for word in ("mkldnn", "autograd.Function", "fused", "autocast", "torch.ops"):
         assert word not in text

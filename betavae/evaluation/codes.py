@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 class DatasetCodes:
     """Representation function of a model on a dataset: keys → μ [N, D] (`__call__`), → (μ, log σ²) (`posterior`),
-    → μ + σ·ε (`sampled`).
+    → μ + σ·ε (`sampled`). `model` is a VAE (its `encoder` gives μ and log σ²) or any callable from an image batch
+    float32 [B, C, 64, 64] in [0, 1] to codes [B, D], or to (μ, log σ²) when it has a Gaussian posterior.
 
     Codes are cached per image: the sampling protocols draw ~2.9 million factor combinations from dSprites'
     737,280 images, so each image is rendered and encoded at most once, in batches.
@@ -24,14 +25,20 @@ class DatasetCodes:
 
     def __init__(self, model, dataset, batch_size: int | None = None, progress: bool = True):
         self.model, self.dataset, self.progress = model, dataset, progress
-        on_cpu = next(model.parameters()).device.type == "cpu"
+        self.is_vae = isinstance(model, torch.nn.Module) and isinstance(getattr(model, "encoder", None), torch.nn.Module)
+        on_cpu = not self.is_vae or next(model.parameters()).device.type == "cpu"
         self.batch_size = batch_size or (128 if on_cpu else 4096)  # see _encode for the CPU figure
+        if self.is_vae:
+            latent_dim, self.has_posterior = model.latent_dim, True
+        else:  # one image tells a callable's code size and whether it returns a posterior
+            probe = self._call(dataset.batch(torch.zeros(1, dtype=torch.int64))[0])
+            latent_dim, self.has_posterior = probe[0].shape[1], probe[1] is not None
         sizes = getattr(dataset, "factor_sizes", None)
         self.by_row = sizes is None or not getattr(dataset, "complete_grid", True)
         sizes = np.array(sizes if sizes is not None else [len(dataset)], dtype=np.int64)
         self.strides = np.array([int(np.prod(sizes[k + 1:])) for k in range(len(sizes))], dtype=np.int64)
         count = len(dataset) if self.by_row else int(np.prod(sizes))
-        self.codes = np.zeros((count, model.latent_dim), dtype=np.float32)
+        self.codes = np.zeros((count, latent_dim), dtype=np.float32)
         self.logvars = np.zeros_like(self.codes)  # log σ² of q(z|x), for the posterior estimators and `sampled`
         self.known = np.zeros(len(self.codes), dtype=bool)
         self._fast = None
@@ -56,6 +63,14 @@ class DatasetCodes:
                 except Exception:  # noqa: BLE001  an older or newer torch without TorchScript: the eager copy
                     self._fast = eager
         return self._fast
+
+    def _call(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
+        """A callable representation on images x: (codes [B, D], log σ² [B, D] or None), as float32 numpy."""
+        out = self.model(x)
+        parts = out if isinstance(out, (tuple, list)) else (out, None)
+        return tuple(None if part is None else np.asarray(
+            part.detach().float().cpu() if isinstance(part, torch.Tensor) else part, dtype=np.float32).reshape(len(x), -1)
+            for part in parts[:2])
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
         keys = np.asarray(keys, dtype=np.int64)
@@ -91,13 +106,18 @@ class DatasetCodes:
         return self.dataset.images(classes)
 
     def _encode(self, rows: np.ndarray) -> None:
-        device = next(self.model.parameters()).device
+        device = next(self.model.parameters()).device if self.is_vae else torch.device("cpu")
         chunks = torch.from_numpy(rows).split(self.batch_size)
         bar = tqdm(chunks, desc="encoding images", leave=False, disable=not self.progress or len(chunks) < 100)
         with torch.inference_mode():
             for start, chunk in zip(range(0, len(rows), self.batch_size), bar):
-                x = self._images(chunk).to(device).contiguous(memory_format=torch.channels_last)
-                mu, logvar = self._encoder(x)(x)  # [B, D] each
-                self.codes[rows[start:start + len(chunk)]] = mu.float().cpu().numpy()
-                self.logvars[rows[start:start + len(chunk)]] = logvar.float().cpu().numpy()
+                x = self._images(chunk).to(device)
+                if self.is_vae:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    mu, logvar = (part.float().cpu().numpy() for part in self._encoder(x)(x))  # [B, D] each
+                else:
+                    mu, logvar = self._call(x)
+                self.codes[rows[start:start + len(chunk)]] = mu
+                if logvar is not None:
+                    self.logvars[rows[start:start + len(chunk)]] = logvar
         self.known[rows] = True

@@ -19,6 +19,7 @@ import yaml
 
 from betavae.evaluation import protocol, sampling, scores as registry
 from betavae.evaluation.codes import DatasetCodes  # noqa: F401  (the metrics' one door)
+from betavae.errors import UserError
 from betavae.evaluation.context import Context, Skip
 from betavae.evaluation.protocol import sample_factors  # noqa: F401
 from betavae.evaluation.scores.aam_mmig import (aam, aam_from_information, aam_histogram, mmig,  # noqa: F401
@@ -49,12 +50,16 @@ def evaluate(model, dataset, seed: int = 0, include_dci: bool = True, progress: 
     (μ + σ·ε, keys prefixed `sampled_`) or `both`."""
     codes, sampler = DatasetCodes(model, dataset, progress=progress), sampling.sampler_for(dataset)
     names = selected(metrics, include_dci, include_beta_vae)
+    if representation != "mean" and not codes.has_posterior:
+        raise UserError(f"representation '{representation}' samples from q(z|x), but the representation given "
+                        f"returns codes only; return (mu, logvar) from it, or score representation='mean'.")
     values, seconds, skipped, ran = {}, {}, {}, {}
     for mode in (("mean", "sampled") if representation == "both" else (representation,)):
         prefix = "" if mode == "mean" else "sampled_"
         context = Context(codes if mode == "mean" else codes.sampler(seed), sampler, seed,
                           factor_sizes=getattr(dataset, "factor_sizes", None),
-                          factor_names=getattr(dataset, "factor_names", None), posterior=codes.posterior,
+                          factor_names=getattr(dataset, "factor_names", None),
+                          posterior=codes.posterior if codes.has_posterior else None,
                           grid=sampler.mode == "grid", progress=progress)
         for name in names:
             metric = registry.REGISTRY[name]

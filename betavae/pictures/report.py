@@ -136,7 +136,7 @@ def build_report(run_dir: str) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>",
              f"<body><h1>{title}</h1><p>Updated {datetime.datetime.now():%Y-%m-%d %H:%M:%S}.</p>"]
     if record:
-        about = [(k, record[k]) for k in ("command", "git_commit", "device") if k in record]
+        about = [(k, record[k]) for k in ("command", "source", "git_commit", "device") if k in record]
         about += _flatten(record.get("versions", {}), "version ")
         parts += ["<h2>Run</h2>", _table(about)]
 

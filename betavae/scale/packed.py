@@ -14,8 +14,9 @@ from tqdm import tqdm
 from betavae.errors import UserError
 from betavae.speed import kernels, switches
 from betavae.training import lifecycle, loop
-from losses import make_objective
-from models import VAE
+from betavae import checkpoints, parts
+from betavae.objectives import REGISTRY as OBJECTIVES
+from betavae.network import VAE
 from params import Params
 
 # Params that must agree for models to share one step: the network's shape, the batch, the one Adam, the loop's
@@ -51,8 +52,7 @@ class Pack:
         self.params_list, self.device, self.size = params_list, device, len(params_list)
         self.models, self.noise = [], []
         for params in params_list:
-            torch.manual_seed(params.seed)                  # as loop.train: model k's init equals its solo init
-            self.models.append(VAE(channels, params.latent_dim).to(device))
+            self.models.append(parts.network(params, channels, device))  # model k's init equals its solo init
             self.noise.append(_noise_generator(params, device))
         for model, state in zip(self.models, states or []):
             model.load_state_dict(state["model"])
@@ -61,13 +61,14 @@ class Pack:
         self.base = copy.deepcopy(self.models[0]).to("meta")  # the code the stacked weights run through
         kernels.plug_in(self.base, {"amp": settings["amp"]})  # amp's float32 output layer; no CPU kernels under vmap
         self.weights, _ = torch.func.stack_module_state(self.models)  # name → [K, ...] leaf tensors
-        betas = (first.adam_beta1, first.adam_beta2)
-        self.optimizer = torch.optim.Adam(list(self.weights.values()), lr=first.lr, betas=betas,
-                                          **switches.adam_options(settings))
+        self.optimizer = parts.optimizer(first, list(self.weights.values()), **switches.adam_options(settings))
         if states:
             self.optimizer.load_state_dict(stack_optimizer_states([state["optimizer"] for state in states]))
-            lifecycle.apply_optimizer_params(self.optimizer, first.lr, betas)
-        self.objectives = [make_objective(params, dataset_size, device) for params in params_list]
+            lifecycle.apply_optimizer_params(self.optimizer, first.lr, (first.adam_beta1, first.adam_beta2))
+        self.objectives = [parts.objective(params, dataset_size, device) for params in params_list]
+        for objective, state in zip(self.objectives, states or []):
+            if "objective" in state:                        # a stateful objective's networks and optimiser
+                objective.load_state_dict(state["objective"])
 
     def _part(self, prefix: str) -> dict[str, torch.Tensor]:
         return {name[len(prefix):]: weight for name, weight in self.weights.items() if name.startswith(prefix)}
@@ -92,6 +93,9 @@ class Pack:
         self.optimizer.zero_grad(set_to_none=True)
         sum(t["loss"] for t in terms).backward()
         self.optimizer.step()
+        for k, objective in enumerate(self.objectives):  # a stateful objective's own update (losses.Objective)
+            if hasattr(objective, "after_step"):
+                terms[k].update(objective.after_step())
         return terms
 
     def model_state(self, k: int) -> dict[str, torch.Tensor]:
@@ -159,8 +163,10 @@ def pack_state(pack: Pack, k: int, step: int, index_generator: torch.Generator, 
         rng["cuda"] = torch.cuda.get_rng_state_all()
         if device.type == "cuda":
             rng["cuda"][device.index or 0] = pack.noise[k].get_state()
-    return {"model": pack.model_state(k), "optimizer": pack.optimizer_state(k), "step": step, "rng": rng,
-            "params": dataclasses.asdict(params), "channels": channels, "latent_dim": params.latent_dim}
+    objective = pack.objectives[k]
+    return checkpoints.layout(pack.model_state(k), pack.optimizer_state(k), step, rng, dataclasses.asdict(params),
+                              channels, params.latent_dim,
+                              objective.state_dict() if hasattr(objective, "state_dict") else None)
 
 
 def start_pack(params_list: list[Params], dataset, device: torch.device, checkpoints: list[dict | None]):
@@ -181,10 +187,11 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
     """Train the models as one pack, each writing its run folder as loop.train would; exit codes per model.
     The loop is loop.train's for K models: the same lifecycle pieces, called once per model."""
     checkpoints = _check(params_list, run_dirs, checkpoints)
-    if len(params_list) == 1 or params_list[0].objective == "factor":
+    contract = OBJECTIVES[params_list[0].objective]
+    if len(params_list) == 1 or not contract.packable:
         if len(params_list) > 1:
-            print(f"notice: FactorVAE's discriminator is not packed; training {len(params_list)} models one after "
-                  f"another", file=sys.stderr)
+            print(f"notice: objective '{params_list[0].objective}' is not packed ({contract.why_not_packed}); "
+                  f"training {len(params_list)} models one after another", file=sys.stderr)
         return [loop.train(p, dataset, d, device, c) for p, d, c in zip(params_list, run_dirs, checkpoints)]
     first, size, resumed = params_list[0], len(params_list), checkpoints[0] is not None
     step = checkpoints[0]["step"] if resumed else 0

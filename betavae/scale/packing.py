@@ -9,8 +9,8 @@ import torch
 from betavae.scale.packed import Pack
 from betavae.speed import switches
 from betavae.training import loop
-from losses import make_objective
-from models import VAE
+from betavae import parts
+from betavae.objectives import REGISTRY as OBJECTIVES
 from params import Params
 
 AUTO_CANDIDATES = {"cpu": (1, 2, 4), "cuda": (1, 8, 32, 128)}
@@ -22,12 +22,10 @@ def _one_after_another(params_list: list[Params], images: torch.Tensor, device: 
     """A function running each model for `steps` steps in turn, as loop.train does (loop.train_step)."""
     runs = []
     for params in params_list:
-        torch.manual_seed(params.seed)
-        model = VAE(images.shape[1], params.latent_dim).to(device)
-        settings = switches.prepare(model, params, device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=(params.adam_beta1, params.adam_beta2),
-                                     **switches.adam_options(settings))
-        objective, generator = make_objective(params, len(images), device), torch.Generator(device).manual_seed(0)
+        model, optimizer, objective = parts.build(
+            params, images.shape[1], len(images), device,
+            lambda model, params=params: switches.adam_options(switches.prepare(model, params, device)))
+        generator = torch.Generator(device).manual_seed(0)
 
         def run(steps, model=model, optimizer=optimizer, objective=objective, generator=generator, params=params):
             for step in range(steps):
@@ -82,8 +80,8 @@ def resolve_pack(params: Params, dataset, device: torch.device) -> int:
     loaded machine smaller differences are noise and packing must never cost."""
     if params.pack != "auto":
         return params.pack
-    if params.objective == "factor":
-        return 1                                          # not packed (see train_pack)
+    if not OBJECTIVES[params.objective].packable:
+        return 1                                          # its contract says so (see train_pack)
     key = (str(device), dataset.channels, params.latent_dim, params.batch_size, params.amp)
     if key not in _AUTO_CACHE:
         images = dataset.batch(torch.randint(len(dataset), (max(256, params.batch_size),),

@@ -13,7 +13,7 @@ from betavae.errors import DataError, UserError
 from betavae.scale import packed, packing
 from betavae.scale.sweep_spec import DATA_KEYS, Point, Result
 from betavae.training import loop, run_folder
-from data import make_dataset
+from betavae.sources.interface import make_dataset
 from params import Params
 
 def point_finished(folder: str, params: Params) -> bool:

@@ -11,7 +11,7 @@ import yaml
 from betavae.checkpoints import load_checkpoint, model_from_checkpoint
 from betavae.errors import UserError
 from betavae.evaluation import protocol
-from data import make_dataset
+from betavae.sources.interface import make_dataset
 from params import Params, apply_overrides
 
 UDR_FILE = "udr.yaml"

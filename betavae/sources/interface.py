@@ -51,13 +51,13 @@ class Entry:
 
 
 REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
-    Entry("dsprites", "data:make_dsprites", 1, 737_280,
+    Entry("dsprites", "betavae.sources.sprites:make_dsprites", 1, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
           "DeepMind's dSprites (npz in data_dir, else rendered exactly)"),
-    Entry("color_dsprites", "data:make_variant", 3, 737_280,
+    Entry("color_dsprites", "betavae.sources.sprites:make_variant", 3, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
           "dSprites in a random colour (disentanglement_lib)"),
-    Entry("noisy_dsprites", "data:make_variant", 3, 737_280,
+    Entry("noisy_dsprites", "betavae.sources.sprites:make_variant", 3, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
           "dSprites on uniform noise (disentanglement_lib)"),
     Entry("celeba", "betavae.sources.celeba:make_celeba", 3, 162_770, (),
@@ -77,3 +77,17 @@ def build(name: str, params, device):
     """The dataset `name` of the registry, built for params on device."""
     module, attribute = REGISTRY[name].build.split(":")
     return getattr(importlib.import_module(module), attribute)(params, device)
+
+
+def make_dataset(params, device="cpu"):
+    """The dataset params.dataset names (a registry name, or the path of an .npz in dSprites' layout) on device;
+    DataError in one sentence when its files are missing or broken."""
+    from betavae.errors import DataError
+
+    if params.dataset.endswith(".npz"):
+        from betavae.sources.npz import NpzFactors
+
+        return NpzFactors(params.dataset, device)
+    if params.dataset not in REGISTRY:
+        raise DataError(f"Dataset '{params.dataset}' is not available; choose one of: {', '.join(REGISTRY)}.")
+    return build(params.dataset, params, device)

@@ -14,6 +14,7 @@ import torch
 from betavae.errors import DataError
 from betavae.sources.common import IMAGE_SIZE
 from betavae.sources.dsprites import LATENT_NAMES, LATENT_SIZES
+from betavae.sources.grid import FactorGrid, FactorImages
 
 REQUIRED = ("imgs", "latents_classes")
 OPTIONAL = ("latents_names", "latents_values")
@@ -197,3 +198,30 @@ def read_factor_npz(path: str, say: Callable[[str], object] = print, warn: Calla
         images = _load(archive, path, "imgs")
     images, scale = _to_stored(images, _pixel_scale(path, images), say)
     return FactorArrays(images, scale, classes, names, sizes, values)
+
+
+class NpzFactors(FactorImages):
+    """A user's npz in dSprites' layout (betavae/sources/npz.py): images held in memory, looked up by row or, when the
+    factor grid is complete, by factor classes, through the FactorGrid that DSprites uses."""
+
+    def __init__(self, path: str, device: torch.device | str = "cpu"):
+        arrays = read_factor_npz(path)
+        self.device, self.path = torch.device(device), path
+        self.channels = arrays.images.shape[1]
+        self.factor_names, self.factor_sizes, self.factor_values = arrays.names, arrays.sizes, arrays.values
+        images = torch.from_numpy(arrays.images)  # uint8 [N, C, 64, 64]
+        if self.device.type == "cuda":  # on the GPU when it fits, as DSprites' npz
+            try:
+                images = images.to(self.device)
+            except torch.cuda.OutOfMemoryError:
+                pass
+        self._images, self._scale = images, arrays.scale
+        classes = torch.from_numpy(arrays.classes)
+        # A leading colour column of zeros, as DSprites' latents_classes, so the metrics and pictures read both alike.
+        self._latents_classes = torch.cat([torch.zeros(len(classes), 1, dtype=torch.int64), classes], 1).to(self.device)
+        self._grid = FactorGrid(arrays.classes, arrays.sizes, self.device)
+        self.complete_grid = self._grid.complete
+
+    def _pixels(self, rows: torch.Tensor) -> torch.Tensor:
+        pixels = self._images[rows.to(self._images.device)]  # [B, C, 64, 64] uint8
+        return pixels.to(self.device, torch.float32) * self._scale

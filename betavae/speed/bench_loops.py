@@ -1,6 +1,7 @@
 """The loops bench.py times, each in a process of its own: the usual DataLoader loop (the reference) and ours."""
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import platform
@@ -10,11 +11,11 @@ import time
 import numpy as np
 import torch
 
+from betavae import parts
+from betavae.sources.dsprites import DATASET_SIZE, all_latent_classes, render_dsprites
+from betavae.sources.sprites import DSprites
 from betavae.speed import switches
 from betavae.training import loop
-from data import DATASET_SIZE, DSprites, all_latent_classes, render_dsprites
-from losses import OBJECTIVES
-from models import VAE
 
 def rss_mib() -> float:
     """Current resident memory of this process (Linux /proc; 0 where it is not available)."""
@@ -72,15 +73,12 @@ class Reference:
     default memory format, zero_grad/backward/step, and the loss read by the host every step for its log."""
 
     def __init__(self, images: torch.Tensor, params, device: torch.device, seed: int):
-        torch.manual_seed(seed)
-        self.model = VAE(1, params.latent_dim).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=params.lr,
-                                          betas=(params.adam_beta1, params.adam_beta2))
+        self.model, self.optimizer, self.objective = parts.build(dataclasses.replace(params, seed=seed), 1, len(images),
+                                                                 device)
         dataset = torch.utils.data.TensorDataset(images.cpu())
         self.loader = torch.utils.data.DataLoader(dataset, batch_size=params.batch_size, shuffle=True, drop_last=True,
                                                   generator=torch.Generator().manual_seed(seed))
-        self.batches, self.objective, self.params, self.device, self.step = iter(self.loader), \
-            OBJECTIVES[params.objective], params, device, 0
+        self.batches, self.params, self.device, self.step = iter(self.loader), params, device, 0
         self.threads, self.losses = torch.get_num_threads(), []
 
     def run(self, steps: int) -> None:
@@ -105,13 +103,14 @@ class Ours:
     params' speed settings, and the logged terms summed on the device and read every log_every steps."""
 
     def __init__(self, images: torch.Tensor, params, device: torch.device, seed: int):
-        torch.manual_seed(seed)
-        self.model = VAE(1, params.latent_dim).to(device)
-        self.settings = switches.prepare(self.model, params, device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=params.lr,
-                                          betas=(params.adam_beta1, params.adam_beta2),
-                                          **switches.adam_options(self.settings))
-        self.images, self.objective, self.params, self.step = images, OBJECTIVES[params.objective], params, 0
+        self.settings = {}
+
+        def prepare(model):
+            self.settings.update(switches.prepare(model, params, device))
+            return switches.adam_options(self.settings)
+        self.model, self.optimizer, self.objective = parts.build(dataclasses.replace(params, seed=seed), 1, len(images),
+                                                                 device, prepare)
+        self.images, self.params, self.step = images, params, 0
         self.index_generator = torch.Generator(device).manual_seed(seed)
         self.threads = self.settings["threads"] or torch.get_num_threads()
         self.totals, self.window, self.losses = {}, 0, []

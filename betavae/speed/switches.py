@@ -70,16 +70,18 @@ def _rate(model, optimizer, x: torch.Tensor, bf16: bool, steps: int) -> float:
 def measure_amp_rates(steps: int = 3, rounds: int = 2) -> tuple[float, float]:
     """(float32, bf16) steps/s of the network at batch 64 on this CPU, each prepared with this repository's switches
     for its precision, windows interleaved; about a second in all."""
-    from models import VAE
+    from betavae import parts
 
     x = (torch.rand(64, 1, 64, 64, generator=torch.Generator().manual_seed(0)) > 0.8).float()
     runs = []
     for amp in (False, "bf16"):
-        torch.manual_seed(0)
-        model = VAE(1, 10)
-        params = Params(amp=amp, threads=0)
-        settings = prepare(model, params, "cpu", say=lambda _: None)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, **adam_options(settings))
+        params = Params(amp=amp, threads=0, seed=0, latent_dim=10, lr=1e-4)
+        settings = {}
+
+        def prepared(model, params=params, settings=settings):
+            settings.update(prepare(model, params, "cpu", say=lambda _: None))
+            return adam_options(settings)
+        model, optimizer, _ = parts.build(params, 1, len(x), "cpu", prepared)
         data = to_memory_format(x, params)
         _rate(model, optimizer, data, amp == "bf16", 1)  # warm-up: kernels chosen, buffers allocated
         runs.append((model, optimizer, data, amp == "bf16"))

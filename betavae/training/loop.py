@@ -1,7 +1,6 @@
 """The training loop of one model, written out: batch → forward → loss → backward → step → log, then periodic work."""
 from __future__ import annotations
 
-import copy
 import dataclasses
 import os
 import time
@@ -9,11 +8,10 @@ import time
 import torch
 from tqdm import tqdm
 
+from betavae import checkpoints, parts
 from betavae.scale import ddp
 from betavae.speed import switches
 from betavae.training import lifecycle
-from losses import make_objective
-from models import VAE
 from params import Params
 
 START = time.perf_counter()  # replaced by main.py with its own start, to report the time to the first step honestly
@@ -52,12 +50,13 @@ def restore_rng(state: dict, index_generator: torch.Generator) -> None:
 def setup(params: Params, dataset, device: torch.device, checkpoint: dict | None, settings: dict | None, say):
     """The model (speed settings applied), its Adam, the objective and the batch stream, restored from `checkpoint`
     when resuming (lr and Adam's betas then come from `params`, not from the checkpoint)."""
-    torch.manual_seed(params.seed)
-    model = VAE(dataset.channels, params.latent_dim).to(device)
-    settings = switches.prepare(model, params, device, settings, say)  # threads, memory format, kernels, compile
+    chosen = {}
+
+    def prepare(model):  # threads, memory format, kernels, compile; then Adam's fused kernel when chosen
+        chosen.update(switches.prepare(model, params, device, settings, say))
+        return switches.adam_options(chosen)
+    model, optimizer, objective = parts.build(params, dataset.channels, len(dataset), device, prepare)
     betas = (params.adam_beta1, params.adam_beta2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, betas=betas, **switches.adam_options(settings))
-    objective = make_objective(params, len(dataset), device)
     index_generator = torch.Generator().manual_seed(params.seed)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -71,10 +70,9 @@ def setup(params: Params, dataset, device: torch.device, checkpoint: dict | None
 
 def checkpoint_state(model, optimizer, objective, index_generator, step: int, params: Params, channels: int) -> dict:
     """Everything a resume needs, copied: weights, Adam, the objective's own state, RNG streams, params, shape."""
-    return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict()),
-            "step": step, "rng": rng_state(index_generator), "params": dataclasses.asdict(params),
-            "channels": channels, "latent_dim": params.latent_dim,
-            **({"objective": copy.deepcopy(objective.state_dict())} if hasattr(objective, "state_dict") else {})}
+    return checkpoints.layout(model.state_dict(), optimizer.state_dict(), step, rng_state(index_generator),
+                              dataclasses.asdict(params), channels, params.latent_dim,
+                              objective.state_dict() if hasattr(objective, "state_dict") else None)
 
 
 def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoint: dict | None = None,

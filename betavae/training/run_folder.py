@@ -22,7 +22,7 @@ import yaml
 from betavae.errors import UserError
 from betavae.scale import ddp
 from betavae.speed import switches
-from models import VAE
+from betavae.network import VAE
 from params import Params
 
 def resolve_device(name: str) -> torch.device:
