@@ -78,6 +78,7 @@ class Params:
     traverse_points: int = 10          # images per traversal row
     metrics: typing.Union[bool, str] = "default"  # scores at the end and every eval_every steps: default | all | none | names, comma-joined (docs/metrics.md)
     metrics_representation: str = "mean"  # score the encoder mean μ, a sample μ + σ·ε (keys sampled_*), or both
+    aam_estimator: str = "quadrature"  # AAM/MMIG's I[z; v]: quadrature | published (as Dubois et al.'s code); docs/metrics.md
     metrics_dci: bool = True           # include DCI, whose boosted trees take minutes by protocol
     metrics_beta_vae: bool = True      # include BetaVAE, whose protocol draws 1.9M images (~20 s beyond the others)
     active_kl: float = 0.01            # nats: a latent whose KL to the prior is below this is inactive (greyed or hidden)
@@ -302,7 +303,7 @@ SPEED_SWITCHES = ("compile", "amp", "channels_last", "fused_adam", "cuda_graphs"
 SCHEDULE_SHAPES = ("constant", "linear", "cosine", "cyclical")              # losses.schedule_value draws each
 CHOICES = {"dataset": (*DATASET_NAMES, "PATH.npz"), "objective": OBJECTIVES.keys(), "recon": ("bernoulli", "gaussian", "laplace"),
            **{f"{term}_schedule": SCHEDULE_SHAPES for term in ("beta", "gamma", "capacity")}, "device": ("auto", "cpu", "cuda"),
-           "metrics_representation": ("mean", "sampled", "both"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
+           "metrics_representation": ("mean", "sampled", "both"), "aam_estimator": ("quadrature", "published"), "tc_estimator": ("mws", "mss"), "celeba_loader": ("cache", "workers"),
            **{switch: ("auto", True, False) for switch in SPEED_SWITCHES if switch != "amp"}, "amp": ("auto", "bf16", False)}
 POSITIVE = ("latent_dim", "batch_size", "steps", "log_every", "sample_every", "checkpoint_every", "traverse_samples",
             "traverse_points", "lr", "recon_std", "schedule_cycles", "schedule_ratio", "discriminator_lr", "num_workers")

@@ -2,7 +2,8 @@
 
     python traverse.py predictions/<run>[/checkpoint.pt] [--out DIR] [--dims 0,3,7] [--from prior|posterior]
         [--range sigma:3|quantile:0.05|observed] [--gif] [--images N] [--indices 5,17] [--hide-inactive] [--assets]
-        [--metrics [--select NAMES] [--no-dci]] [--report]
+        [--metrics [--select NAMES] [--no-dci] [--aam-estimator quadrature|published]] [--report]
+    python traverse.py CHECKPOINT --aam-convergence   (AAM and MMIG against their estimator's counts)
     python traverse.py RUN RUN ... --udr      (UDR of runs trained on the same data, e.g. one setting's seeds)
     python traverse.py --download betaH_dsprites   (a released disentangling-vae model, into released/)
 
@@ -62,6 +63,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="UDR (Duan et al. 2020) of the runs named, trained on the same data: each run folder "
                              "gets a udr.yaml and a line is printed per run")
     parser.add_argument("--no-dci", action="store_true", help="with --metrics, leave out DCI (minutes on a CPU)")
+    parser.add_argument("--aam-estimator", choices=("quadrature", "published"),
+                        help="with --metrics, how AAM and MMIG estimate I[z; v] (default: the run's aam_estimator)")
+    parser.add_argument("--aam-convergence", action="store_true",
+                        help="print how AAM and MMIG move with their estimator and its counts (docs/metrics.md); "
+                             "encodes every image, minutes on a CPU")
     parser.add_argument("--report", action="store_true",
                         help="only redraw the run's log plots and rewrite its report.html (no model is loaded)")
     return parser.parse_args(argv)
@@ -234,6 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.aam_convergence:
+        from betavae.evaluation import convergence
+        from betavae.evaluation.context import Skip
+
+        try:
+            convergence.table(model, dataset, params.seed)
+        except Skip as reason:
+            print(f"error: {reason}", file=sys.stderr)
+            return 2
+        return 0
     draw(args, state, params, model, dataset, x, x_shown, dims, run_dir, folder)
     print(f"wrote the pictures of step {state['step']} to {folder}")
     if args.metrics:
@@ -241,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
 
         own = params.metrics if params.metrics not in (False, "none") else "default"  # --metrics asks for scores
         metrics.record(model, dataset, folder, state["step"], params.seed, include_dci=not args.no_dci,
-                       metrics=args.select or own, representation=params.metrics_representation)
+                       metrics=args.select or own, representation=params.metrics_representation,
+                       aam_estimator=args.aam_estimator or params.aam_estimator)
     if args.report:  # a model with no training log here (a released one): its report beside its pictures
         print(f"wrote {released_report(state, folder)}")
     return 0

@@ -29,7 +29,8 @@ def open_dataset(dataset="dsprites", device="cpu", **options):
 
 
 def score(representation: Callable, dataset="dsprites", *, metrics="default", seed: int = 0, kind: str = "mean",
-          out: str | None = None, step: int = 0, progress: bool = True, **options) -> dict:
+          out: str | None = None, step: int = 0, progress: bool = True, aam_estimator: str = "quadrature",
+          **options) -> dict:
     """The scores of `representation` on `dataset`, as one step of metrics.yaml holds them.
 
     representation: a VAE (from `load_model`), or any callable from images float32 [B, C, 64, 64] in [0, 1] (a
@@ -37,18 +38,21 @@ def score(representation: Callable, dataset="dsprites", *, metrics="default", se
     posterior (AAM/MMIG) and for kind="sampled"; a callable returning codes only gets every other metric.
     dataset: a registry name, an .npz path or a dataset object; `options` as in `open_dataset`.
     metrics: default | all | names joined by commas (docs/metrics.md). kind: mean | sampled | both.
-    out: a folder; when given, the scores are added to out/metrics.yaml under `step`, as a run records them."""
+    out: a folder; when given, the scores are added to out/metrics.yaml under `step`, as a run records them.
+    aam_estimator: quadrature | published, how AAM and MMIG estimate I (docs/metrics.md)."""
     from betavae.evaluation import metrics as evaluation, protocol
 
     if kind not in evaluation.REPRESENTATIONS:
         raise UserError(f"kind '{kind}' is not one of {', '.join(evaluation.REPRESENTATIONS)}.")
+    if aam_estimator not in ("quadrature", "published"):
+        raise UserError(f"aam_estimator '{aam_estimator}' is not one of quadrature, published.")
     data = open_dataset(dataset, **options)
     was_training = getattr(representation, "training", False)
     if hasattr(representation, "eval"):
         representation.eval()
     try:
         scores = evaluation.evaluate(representation, data, seed, progress=progress, metrics=metrics,
-                                     representation=kind)
+                                     representation=kind, aam_estimator=aam_estimator)
     finally:
         if was_training:
             representation.train()

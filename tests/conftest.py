@@ -19,4 +19,4 @@ def small_metric_samples(monkeypatch):
     monkeypatch.setattr(protocol, "SAMPLES", {"mig": 100, "split": 90, "beta_vae_train": 20, "beta_vae_eval": 10,
                                              "factor_vae_variance": 60, "factor_vae_train": 20,
                                              "factor_vae_eval": 10, "group": 4, "downstream_train": [10, 60],
-                                             "fairness_per_class": 5, "udr_points": 60})
+                                             "fairness_per_class": 5, "udr_points": 60, "aam_images": 300})

@@ -215,8 +215,7 @@ def test_record_writes_every_score_by_step_and_gives_data_without_factors_the_un
 def test_a_run_and_traverse_write_metrics_yaml(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "SAMPLES", {"mig": 40, "split": 45, "beta_vae_train": 10, "beta_vae_eval": 6,
                                              "factor_vae_variance": 30, "factor_vae_train": 10,
-                                             "factor_vae_eval": 6, "group": 2, "poster_marginal": 40,
-                                             "poster_entropy_draws": 20, "poster_per_value": 8})
+                                             "factor_vae_eval": 6, "group": 2, "aam_images": 120})
     args = ["--set", f"out_dir={tmp_path}", "--set", f"data_dir={tmp_path}", "--set", "run_name=m",
             "--set", "steps=2", "--set", "batch_size=8", "--set", "sample_every=100", "--set", "eval_every=1",
             "--set", "traverse_samples=10", "--set", "device=cpu", "--set", "metrics_dci=false"]

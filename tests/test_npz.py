@@ -23,8 +23,7 @@ EVERY_SCORE = {"mig", "aam", "mmig", "aam_histogram", "mmig_histogram", "sap", "
 
 @pytest.fixture(autouse=True)
 def tiny_poster_counts(monkeypatch):
-    monkeypatch.setattr(protocol, "SAMPLES", {**protocol.SAMPLES, "mig": 60, "split": 60, "poster_marginal": 40,
-                                             "poster_entropy_draws": 20, "poster_per_value": 4})
+    monkeypatch.setattr(protocol, "SAMPLES", {**protocol.SAMPLES, "mig": 60, "split": 60, "aam_images": 60})
 
 
 def grid_classes() -> np.ndarray:

@@ -37,7 +37,7 @@ class Metric:
     headline: tuple[str, ...] | Callable[[], tuple[str, ...]]  # the keys reports show (metrics.yaml holds all)
     needs: frozenset = frozenset()             # of NEEDS
     default: bool = False                      # in the default selection
-    draws: str = "pairs"                       # how it draws images: pairs | sampling | strata | interventions
+    draws: str = "pairs"                       # how it draws images: pairs | sampling | strata | uniform | interventions
     reference: str = ""                        # paper and the code whose protocol it follows
 
     def headline_keys(self) -> tuple[str, ...]:
@@ -54,8 +54,10 @@ class Context:
 
     def __init__(self, representation: Callable[[np.ndarray], np.ndarray], sampler, seed: int = 0, *,
                  factor_sizes: Sequence[int] | None = None, factor_names: Sequence[str] | None = None,
-                 posterior: Callable | None = None, grid: bool = False, progress: bool = True):
+                 posterior: Callable | None = None, grid: bool = False, progress: bool = True,
+                 options: dict | None = None):
         self.representation, self.sampler, self.seed, self.progress = representation, sampler, seed, progress
+        self.options = options or {}  # the metrics' own choices (aam_estimator)
         self.factor_sizes = tuple(factor_sizes) if factor_sizes is not None else None
         self.factor_names = list(factor_names) if factor_names is not None else None
         self.posterior, self.grid = posterior, grid

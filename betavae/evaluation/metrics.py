@@ -32,8 +32,9 @@ from betavae.evaluation.scores.mig import mig  # noqa: F401
 from betavae.evaluation.scores.sap import sap  # noqa: F401
 
 PROTOCOL = ("disentanglement_lib (Locatello et al. 2019) study configs; AAM/MMIG: Dubois et al. poster Eq. 2-3 with "
-            "I estimated from q(z|x) by stratified sampling (Chen et al. 2018's MIG code); aam_histogram/"
-            "mmig_histogram: the same equations on MIG's histogram estimate; docs/metrics.md")
+            "I from q(z|x) by quadrature of the posterior mixtures (aam_estimator: quadrature) or as the poster's code "
+            "estimates it (published); aam_histogram/mmig_histogram: the same equations on MIG's histogram "
+            "estimate; docs/metrics.md")
 REPRESENTATIONS = ("mean", "sampled", "both")
 
 
@@ -44,7 +45,8 @@ def selected(metrics="default", include_dci: bool = True, include_beta_vae: bool
 
 
 def evaluate(model, dataset, seed: int = 0, include_dci: bool = True, progress: bool = True,
-             include_beta_vae: bool = True, metrics="default", representation: str = "mean") -> dict:
+             include_beta_vae: bool = True, metrics="default", representation: str = "mean",
+             aam_estimator: str = "quadrature") -> dict:
     """Every selected score of a model on a dataset, the seconds each took, the metrics skipped and why, and how
     each drew its images (`sampling.describe`). `representation`: `mean` (μ, keys as they are), `sampled`
     (μ + σ·ε, keys prefixed `sampled_`) or `both`."""
@@ -60,7 +62,7 @@ def evaluate(model, dataset, seed: int = 0, include_dci: bool = True, progress: 
                           factor_sizes=getattr(dataset, "factor_sizes", None),
                           factor_names=getattr(dataset, "factor_names", None),
                           posterior=codes.posterior if codes.has_posterior else None,
-                          grid=sampler.mode == "grid", progress=progress)
+                          grid=sampler.mode == "grid", progress=progress, options={"aam_estimator": aam_estimator})
         for name in names:
             metric = registry.REGISTRY[name]
             why = context.missing(metric.needs)
@@ -111,18 +113,18 @@ def record_run(model, dataset, folder: str, step: int, params, say: Callable[[st
     """`record` with a run's own choices: its seed, metrics, metrics_dci, metrics_beta_vae and representation."""
     return record(model, dataset, folder, step, params.seed, params.metrics_dci, say,
                   include_beta_vae=params.metrics_beta_vae, metrics=params.metrics,
-                  representation=params.metrics_representation)
+                  representation=params.metrics_representation, aam_estimator=params.aam_estimator)
 
 
 def record(model, dataset, folder: str, step: int, seed: int = 0, include_dci: bool = True,
            say: Callable[[str], object] = print, include_beta_vae: bool = True, metrics="default",
-           representation: str = "mean") -> dict | None:
+           representation: str = "mean", aam_estimator: str = "quadrature") -> dict | None:
     """Compute the scores for `step`, add them to folder/metrics.yaml and say one line, plus one line per reason
     a selected metric was skipped (a dataset without factors gets the scores that need none)."""
     if not selected(metrics, include_dci, include_beta_vae):
         return None
     scores = evaluate(model, dataset, seed, include_dci, include_beta_vae=include_beta_vae, metrics=metrics,
-                      representation=representation)
+                      representation=representation, aam_estimator=aam_estimator)
     reasons: dict[str, list[str]] = {}
     for name, why in scores.get("skipped", {}).items():
         reasons.setdefault(why.removeprefix(name).strip(), []).append(name)

@@ -5,21 +5,32 @@ belong to. Full citations: docs/references.md.
 """
 from __future__ import annotations
 
-# The protocols of this repository's scores (betavae/evaluation/metrics.py PROTOCOL, docs/metrics.md).
+# The protocols of this repository's scores (betavae/evaluation/metrics.py PROTOCOL, docs/metrics.md); AAM and MMIG
+# by the estimator a sweep's aam_estimator chose (`measured`).
+ESTIMATORS = {"quadrature": "I[z_j; v_k] by quadrature of the posterior mixtures over 100,000 images (this "
+                            "repository's estimator)",
+              "published": "I[z_j; v_k] as the poster's code estimates it (aam_estimator=published)"}
 MEASURED = {
-    "aam": "Dubois et al. 2019 Eq. 2, I[z_j; v_k] from the posteriors q(z|x) by stratified sampling",
-    "mmig": "Dubois et al. 2019 Eq. 3, I[z_j; v_k] as for aam",
+    "aam": "Dubois et al. 2019 Eq. 2, {estimator}",
+    "mmig": "Dubois et al. 2019 Eq. 3, {estimator}",
     "beta_vae": "disentanglement_lib's BetaVAE score: mean |z1 - z2| over 64 pairs, LogisticRegression(), "
                 "10,000 train / 5,000 eval points",
 }
+
+
+
+def measured(quantity: str, estimator: str = "quadrature") -> str:
+    """The protocol of a measured quantity, AAM and MMIG naming the estimator the sweep used."""
+    return MEASURED.get(quantity, "docs/metrics.md").format(estimator=ESTIMATORS.get(estimator, estimator))
+
 
 # Sweep preset → source, each figure's protocol, and the figures per setting (swept param → value, as in SWEEPS).
 SWEEP_FIGURES: dict[str, dict] = {
     "poster_table1_dsprites": {
         "source": "Dubois, Kastanos, Lines & Melman 2019, poster \"Understanding disentangling in VAE\", Table 1, "
                   "dSprites",
-        "protocol": {"aam": "the poster's Eq. 2, I from empirical distributions with stratified sampling over "
-                            "p(v_k) and p(x_n)",
+        "protocol": {"aam": "the poster's Eq. 2, I as its code estimates it (docs/metrics.md: on the authors' "
+                            "released models it differs from this repository's estimator)",
                      "mmig": "the poster's Eq. 3, I as for its AAM"},
         "settings": [
             ({"objective": "vae", "beta": 1.0, "gamma": 1.0}, {"aam": "0.20", "mmig": "7.0e-4"}),

@@ -152,7 +152,8 @@ def sampler_for(dataset) -> GridSampler | ObservedSampler | RowSampler:
 
 MODES = {("grid", "sampling"): "full grid", ("grid", "strata"): "full grid", ("grid", "interventions"): "full grid",
          ("observed", "sampling"): "images sharing the fixed value", ("observed", "strata"): "images sharing the value",
-         ("grid", "pairs"): "observed pairs", ("observed", "pairs"): "observed pairs", ("rows", "pairs"): "images"}
+         ("grid", "pairs"): "observed pairs", ("observed", "pairs"): "observed pairs", ("rows", "pairs"): "images",
+         ("grid", "uniform"): "full grid", ("observed", "uniform"): "observed images"}
 
 
 def describe(sampler, dataset, metrics: dict) -> dict:

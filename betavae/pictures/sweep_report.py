@@ -12,7 +12,7 @@ import urllib.parse
 import numpy as np
 import yaml
 
-from betavae.evaluation.published import MEASURED, SWEEP_FIGURES
+from betavae.evaluation.published import SWEEP_FIGURES, measured
 from betavae.evaluation.scores import headline
 from betavae.pictures.plots import subplots
 from betavae.pictures.report import STYLE
@@ -169,7 +169,7 @@ def summarise(keys: list[str], rows: list[dict], metrics: list[str]) -> tuple[li
     return header, table
 
 
-def with_published(sweep: str | None, steps, header: list[str], table: list[list[str]]
+def with_published(sweep: str | None, steps, header: list[str], table: list[list[str]], estimator: str = "quadrature"
                    ) -> tuple[list[str], list[list[str]], list[str]]:
     """The summary with a '<quantity> published' column beside each quantity the sweep preset `sweep` has published
     figures for (published.SWEEP_FIGURES; '—' where a setting has none), and the notes that say where each figure
@@ -191,7 +191,7 @@ def with_published(sweep: str | None, steps, header: list[str], table: list[list
                      if all(k in header and row[header.index(k)] == fmt_short(v) for k, v in setting.items())]
             new_row.append(match[0].get(name, "—") if match else "—")
     notes = [f"Published: {figures['source']}. {figures['note']}"]
-    notes += [f"Protocol of `{q}`: measured here, {MEASURED.get(q, 'docs/metrics.md')}; published, "
+    notes += [f"Protocol of `{q}`: measured here, {measured(q, estimator)}; published, "
               f"{figures['protocol'].get(q, 'as its source states')}." for q in shown]
     trained = f"{steps:,}" if isinstance(steps, int) else str(steps)
     notes.append(f"Measured: this sweep's models after {trained} steps each, mean ± std over their seeds.")
@@ -220,7 +220,8 @@ def write_report(sweep_dir: str) -> None:
         writer.writerows([[fmt(r.get(c, "")) for c in columns] for r in rows])
     spec = read_sweep_spec(sweep_dir)
     summary_header, summary, notes = with_published(spec.get("sweep"), spec["base"].get("steps"),
-                                                    *summarise(keys, rows, metrics))
+                                                    *summarise(keys, rows, metrics),
+                                                    spec["base"].get("aam_estimator", "quadrature"))
     write_summary(os.path.join(sweep_dir, "summary.md"), summary_header, summary, notes)
     plot_tradeoff(os.path.join(sweep_dir, "tradeoff.png"), keys, rows, metrics)
     link = lambda *parts: html.escape(urllib.parse.quote("/".join(parts), safe="/=,"))  # noqa: E731

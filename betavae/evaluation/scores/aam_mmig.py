@@ -1,6 +1,8 @@
 """AAM and MMIG, the axis-alignment metric and modified MIG of Dubois et al. 2019 (poster "Understanding
-disentangling in VAE", Eq. 2-3), with I[z_j; v_k] from the Gaussian posteriors q(z|x) by stratified sampling (the
-poster's estimator, computed as Chen et al. 2018's MIG code does), and the same equations on MIG's histogram estimate."""
+disentangling in VAE", Eq. 2-3), with I[z_j; v_k] from the Gaussian posteriors q(z|x) of uniformly drawn images, each
+mixture's entropy by quadrature (evaluation/mixture.py), or, with `aam_estimator=published`, as Dubois et al.'s code
+computes it; also the same equations on MIG's histogram estimate, and the stratified-sampling estimator this
+repository used before (`posterior_information`), kept for the convergence study (evaluation/convergence.py)."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -8,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from betavae.evaluation import protocol
-from betavae.evaluation.context import Context, Metric
+from betavae.evaluation.context import Context, Metric, Skip
 from betavae.evaluation.discretise import entropies, histogram_discretize, mutual_information_matrix
 from betavae.evaluation.sampling import GridSampler
 
@@ -78,15 +80,16 @@ def posterior_information(posterior: Callable[[np.ndarray], tuple[np.ndarray, np
     scored at `draws` z drawn from q(z|x) of the first of them (2,000). H[z_j | v_k]: for each value v of factor k,
     `per_value` images (256) with v_k = v and the other factors uniform form q(z_j | v_k = v) and each gives one
     draw; the entropies are averaged over the values (p(v_k) uniform, as dSprites). Chen et al. use every dSprites
-    image; these counts are sized for a CPU (see SAMPLES) and bias I a little upwards (a smaller stratum
-    underestimates its entropy). Deterministic given `seed`. `sampler` (evaluation/sampling.py) draws the images:
-    by default uniformly over the grid of `factor_sizes`; on an incomplete grid, strata of images sharing each value.
+    image; at these counts a small stratum underestimates its entropy, which biases every I upwards and AAM, which
+    subtracts the information of the other latents, towards zero (docs/metrics.md, "Convergence"): the metric now
+    uses quadrature. Deterministic given `seed`. `sampler` (evaluation/sampling.py) draws the images: by default
+    uniformly over the grid of `factor_sizes`; on an incomplete grid, strata of images sharing each value.
     """
     import torch
 
-    marginal = marginal or protocol.count("poster_marginal")
-    draws = min(draws or protocol.count("poster_entropy_draws"), marginal)
-    per_value = per_value or protocol.count("poster_per_value")
+    marginal = marginal or 10_000
+    draws = min(draws or 2_000, marginal)
+    per_value = per_value or 256
     rng, sampler = protocol.rng(seed, "poster_information"), sampler or GridSampler(factor_sizes)
     generator = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
 
@@ -124,21 +127,53 @@ def mmig_uniform(information: np.ndarray, factor_sizes: Sequence[int]) -> float:
     keep = denominator > 0
     return float(np.mean((information[0, keep] - information[1, keep]) / denominator[keep]))
 
+ESTIMATORS = ("quadrature", "published")
+
+
+def posterior_images(context: Context, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """(μ, log σ², factor classes, factor sizes) of `count` uniformly drawn images, or of every image when `count`
+    reaches the dataset's size. On a complete grid the classes are the factors' own (dSprites: 3, 6, 40, 32, 32);
+    on an incomplete one, the classes MIG scores against."""
+    sampler, grid = context.sampler, context.sampler.mode == "grid"
+    total = int(np.prod(context.factor_sizes)) if grid else sampler.size
+    rng = protocol.rng(context.seed, "aam_mmig")
+    if count >= total:
+        keys = (np.stack(np.meshgrid(*[np.arange(s) for s in context.factor_sizes], indexing="ij"), -1)
+                .reshape(-1, len(context.factor_sizes)) if grid else np.arange(total))
+    else:
+        keys = sampler.sample(rng, count) if grid else rng.choice(total, count, replace=False)
+    classes = keys if grid else sampler.factors(keys)
+    sizes = tuple(context.factor_sizes) if grid else tuple(int(v) for v in classes.max(axis=0) + 1)
+    return (*context.posterior(keys), classes, sizes)
+
+
 def compute(context: Context) -> dict:
-    """The four scores; H(v_k) = log |V_k| on a full grid, from the observed factors on an incomplete one."""
+    """The four scores. I for `aam`/`mmig`: quadrature over SAMPLES["aam_images"] uniform images, or with
+    aam_estimator=published the estimator of Dubois et al.'s code over every image (complete grids only).
+    H(v_k) = log |V_k| on a full grid, from the observed factors on an incomplete one."""
     codes, factors = context.points()
     count = protocol.SAMPLES["mig"]
     codes, factors = codes[:count], factors[:count]
     histogram = mutual_information_matrix(histogram_discretize(codes), factors)
-    information = posterior_information(context.posterior, context.factor_sizes, context.seed,
-                                        sampler=context.sampler)
+    from betavae.evaluation import mixture  # torch: the registry is read before --help answers
+
+    estimator = context.options.get("aam_estimator", "quadrature")
     uniform = context.sampler.mode == "grid"
+    if estimator == "published":
+        if not uniform:
+            raise Skip("aam_mmig with aam_estimator=published needs a complete factor grid, as its code does")
+        mu, logvar, classes, sizes = posterior_images(context, int(np.prod(context.factor_sizes)))
+        information = np.maximum(mixture.published_information(
+            mu, logvar, classes, sizes, context.seed, protocol.count("published_points"),
+            protocol.count("quadrature_points")), 0.0)  # its code clamps I at zero before both scores
+    else:
+        mu, logvar, classes, sizes = posterior_images(context, protocol.count("aam_images"))
+        information = mixture.quadrature_information(mu, logvar, classes, sizes, protocol.count("quadrature_points"))
     return {"aam": aam_from_information(information),
-            "mmig": mmig_uniform(information, context.factor_sizes) if uniform
-            else mmig_from_information(information, factors),
+            "mmig": mmig_uniform(information, sizes) if uniform else mmig_from_information(information, classes),
             "aam_histogram": aam_from_information(histogram),
             "mmig_histogram": mmig_from_information(histogram, factors)}
 
 
 METRIC = Metric("aam_mmig", compute, headline=("aam", "mmig"), needs=frozenset({"factors", "posterior"}),
-                draws="strata", reference="Dubois et al. 2019 (poster), Eq. 2-3; Chen et al. 2018's estimator")
+                draws="uniform", reference="Dubois et al. 2019 (poster), Eq. 2-3; I by quadrature, or as their code")
