@@ -1,6 +1,6 @@
 """The datasets a run trains on, at 64×64: dSprites (DeepMind's npz, or rendered exactly when it is absent), its colour
 and noisy variants, a user's npz in dSprites' layout, and CelebA, chosen by params.dataset; `python data.py
-download|render` fetches dSprites or previews the renderer."""
+download NAME|render` fetches a dataset's published files or previews the renderer."""
 from __future__ import annotations
 
 import argparse
@@ -10,13 +10,14 @@ import numpy as np
 
 from betavae.errors import DataError
 from betavae.sources.common import IMAGE_SIZE
+from betavae.sources import interface
 from betavae.sources.interface import REGISTRY, make_dataset  # noqa: F401
 from betavae.sources.npz import NpzFactors  # noqa: F401
 from betavae.sources.sprites import DSprites, DSpritesVariant, make_dsprites, make_variant  # noqa: F401
 # Re-exported: data.py is where scripts and tests look up dSprites' factors and renderer.
 from betavae.sources.dsprites import (DATASET_SIZE, LATENT_NAMES, LATENT_SIZES, LATENT_STRIDES, NPZ_NAME,  # noqa: F401
                                       render_mask_torch, all_latent_classes, classes_to_index, classes_to_values,
-                                      download_dsprites, latent_possible_values, load_npz_images, render_dsprites)
+                                      latent_possible_values, load_npz_images, render_dsprites)
 
 
 def _render_preview(out: str) -> None:
@@ -35,14 +36,18 @@ def _render_preview(out: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    download = commands.add_parser("download", help="download the dSprites npz")
-    download.add_argument("--data-dir", required=True)
+    download = commands.add_parser("download", help="download a dataset's files as published: size stated first, "
+                                                    "progress, checksum verified, resumable")
+    download.add_argument("name", nargs="?", default="dsprites", choices=list(REGISTRY),
+                          help="the dataset (default dsprites)")
+    download.add_argument("--data-dir", default="data", help="the folder runs read (params.data_dir; default data)")
     render = commands.add_parser("render", help="save a preview grid of rendered sprites")
     render.add_argument("--out", required=True)
     arguments = parser.parse_args(argv)
     try:
         if arguments.command == "download":
-            print(f"saved {download_dsprites(arguments.data_dir)}")
+            paths = interface.download(arguments.name, arguments.data_dir)
+            print(f"saved {', '.join(paths)}; train with --set dataset={arguments.name} data_dir={arguments.data_dir}")
         else:
             _render_preview(arguments.out)
             print(f"saved {arguments.out}")

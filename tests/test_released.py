@@ -225,7 +225,7 @@ def test_a_bad_checksum_removes_the_file_and_says_to_run_again(server, tmp_path)
     served, base = server
     remote = remote_for(served, base, "model.pt", b"x" * 1000, checksum="0" * 64)
     target = tmp_path / "model.pt"
-    with pytest.raises(DataError, match="fail the SHA-256 check.*run the same command again"):
+    with pytest.raises(DataError, match="fail the sha256 check.*run the same command again"):
         download.fetch(remote, str(target), lambda _: None, progress=False)
     assert not target.exists() and not (tmp_path / "model.pt.part").exists()
 
@@ -262,4 +262,4 @@ def test_every_released_name_has_pinned_files_with_checksums():
     for name in ("VAE_dsprites", "betaH_dsprites", "betaB_dsprites", "factor_dsprites", "btcvae_dsprites"):
         files = released.released_files(name)
         assert set(files) == {"model.pt", "specs.json"}
-        assert all(released.DISVAE_COMMIT in remote.url and len(remote.sha256) == 64 for remote in files.values())
+        assert all(released.DISVAE_COMMIT in remote.url and len(remote.checksum) == 64 for remote in files.values())

@@ -5,9 +5,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 
@@ -22,7 +19,6 @@ from betavae.sources.common import IMAGE_SIZE
 LATENT_NAMES = ("color", "shape", "scale", "orientation", "posX", "posY")
 LATENT_SIZES = (1, 3, 6, 40, 32, 32)
 NPZ_NAME = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
-NPZ_URL = "https://github.com/deepmind/dsprites-dataset/raw/master/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
 
 DATASET_SIZE = math.prod(LATENT_SIZES)  # 737280
 # Row-major strides of the npz: posY varies fastest.
@@ -206,32 +202,6 @@ def render_mask_torch(classes: torch.Tensor) -> torch.Tensor:
 def render_dsprites_torch(latents_classes: torch.Tensor) -> torch.Tensor:
     """Draw dSprites images on the tensor's device: [N, 6] int -> [N, 64, 64] uint8 in {0, 1}."""
     return render_mask_torch(latents_classes.long()).view(torch.uint8)
-
-
-def download_dsprites(data_dir: str) -> str:
-    """Download DeepMind's dSprites npz into data_dir and return its path."""
-    os.makedirs(data_dir, exist_ok=True)
-    path = os.path.join(data_dir, NPZ_NAME)
-    # A temporary file in the same directory keeps os.replace atomic, so an interrupted download
-    # never leaves a truncated npz that DSprites would then reject.
-    handle, temporary_path = tempfile.mkstemp(dir=data_dir, prefix=NPZ_NAME, suffix=".part")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary_path, 0o666 & ~umask)  # mkstemp's 0600 would keep a shared data_dir's copy private
-        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(NPZ_URL, timeout=60) as response:
-            while chunk := response.read(1 << 20):
-                file.write(chunk)
-        os.replace(temporary_path, path)
-    except (urllib.error.URLError, OSError) as error:
-        raise DataError(
-            f"Could not download {NPZ_URL} ({getattr(error, 'reason', error)}); check the network "
-            f"connection or place {NPZ_NAME} in {data_dir} by hand."
-        ) from error
-    finally:
-        if os.path.exists(temporary_path):
-            os.remove(temporary_path)
-    return path
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:

@@ -12,6 +12,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from betavae.download import Remote
+
 
 @runtime_checkable
 class Dataset(Protocol):
@@ -48,29 +50,55 @@ class Entry:
     images: int
     factors: tuple[tuple[str, int], ...] = ()   # (name, size) in the order of the files; () = no factors
     description: str = ""
+    files: tuple[Remote, ...] = ()     # what `python data.py download NAME` fetches into data_dir
+    by_hand: str = ""                  # where its files are published, when no checksum is (so no download here)
+
+
+# Checksums as their publishers or TensorFlow Datasets' url_checksums state them.
+DSPRITES_FILES = (Remote("https://github.com/deepmind/dsprites-dataset/raw/master/"
+                         "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz", 0, "md5:7da33b31b13a06f4b04a70402ce90c2e",
+                         "Apache 2.0, DeepMind"),)
+SHAPES3D_FILES = (Remote("https://storage.googleapis.com/3d-shapes/3dshapes.h5", 267_573_662,
+                         "0a0f6ed98baff276a50f3a081a7434d788da63cb135a98189b2a5b5769be1785", "Apache 2.0, DeepMind"),)
+MPI3D_SOURCE = "https://storage.googleapis.com/mpi3d_disentanglement_dataset/data/ (CC BY 4.0)"
 
 
 REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
     Entry("dsprites", "betavae.sources.sprites:make_dsprites", 1, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
-          "DeepMind's dSprites (npz in data_dir, else rendered exactly)"),
+          "DeepMind's dSprites (npz in data_dir, else rendered exactly)", DSPRITES_FILES),
     Entry("color_dsprites", "betavae.sources.sprites:make_variant", 3, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
-          "dSprites in a random colour (disentanglement_lib)"),
+          "dSprites in a random colour (disentanglement_lib)", DSPRITES_FILES),
     Entry("noisy_dsprites", "betavae.sources.sprites:make_variant", 3, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
-          "dSprites on uniform noise (disentanglement_lib)"),
+          "dSprites on uniform noise (disentanglement_lib)", DSPRITES_FILES),
     Entry("celeba", "betavae.sources.celeba:make_celeba", 3, 162_770, (),
-          "CelebA's training split from a local folder"),
+          "CelebA's training split from a local folder", by_hand="--set download=true (torchvision's Google-Drive "
+          "downloader), or the files of mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
     Entry("shapes3d", "betavae.sources.shapes3d:make_shapes3d", 3, 480_000,
           (("floor_hue", 10), ("wall_hue", 10), ("object_hue", 10), ("scale", 8), ("shape", 4), ("orientation", 15)),
-          "DeepMind's 3dshapes.h5 (Burgess & Kim 2018), memory-mapped"),
+          "DeepMind's 3dshapes.h5 (Burgess & Kim 2018), memory-mapped", SHAPES3D_FILES),
     *(Entry(f"mpi3d_{kind}", "betavae.sources.mpi3d:make_mpi3d", 3, 1_036_800,
             (("object_color", 6), ("object_shape", 6), ("object_size", 2), ("camera_height", 3),
              ("background_color", 3), ("first_dof", 40), ("second_dof", 40)),
-            f"MPI3D-{kind} (Gondal et al. 2019), memory-mapped; the older 4 x 4 release read too")
+            f"MPI3D-{kind} (Gondal et al. 2019), memory-mapped; the older 4 x 4 release read too",
+            by_hand=MPI3D_SOURCE)
       for kind in ("toy", "realistic", "real")),
 )}
+
+
+def download(name: str, data_dir: str, say=print) -> list[str]:
+    """Fetch dataset `name`'s files into data_dir (betavae/download.py: size, progress, checksum, resumable)."""
+    from betavae.download import fetch
+    from betavae.errors import DataError
+
+    entry = REGISTRY[name]
+    if not entry.files:
+        where = entry.by_hand or "nowhere: it is built in"
+        raise DataError(f"{name} is not downloaded by this command (no checksum is published for its files); "
+                        f"fetch them by hand into {data_dir} from {where}.")
+    return [fetch(remote, f"{data_dir}/{remote.filename}", say) for remote in entry.files]
 
 
 def build(name: str, params, device):

@@ -39,8 +39,8 @@ def read_shapes3d(data_dir: str, say=print) -> tuple[np.ndarray, np.ndarray]:
     path, sizes = os.path.join(data_dir, FILE), tuple(size for _, size in FACTORS)
     count = int(np.prod(sizes))
     if not os.path.isfile(path):
-        raise DataError(f"No {FILE} in {data_dir}; put DeepMind's file there ({SOURCE}) or give --set data_dir= the "
-                        f"folder that holds it.")
+        raise DataError(f"No {FILE} in {data_dir}; run `python data.py download shapes3d --data-dir {data_dir}` "
+                        f"({SOURCE}) or give --set data_dir= the folder that holds it.")
     try:
         with h5py.File(path, "r") as file:
             missing = [key for key in ("images", "labels") if key not in file]
