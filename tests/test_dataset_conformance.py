@@ -54,6 +54,24 @@ def mpi3d_file(name):
     return make
 
 
+def idx_file(name, gzipped):
+    """torchvision's layout, data_dir/<MNIST|FashionMNIST>/raw/train-images-idx3-ubyte[.gz]: an IDX header (magic
+    0x803, count, 28, 28, big-endian) and the pixels."""
+    def make(folder, monkeypatch):
+        import gzip
+
+        from betavae.sources import idx
+
+        raw = folder / idx.FOLDERS[name] / "raw"
+        raw.mkdir(parents=True)
+        pixels = marked_images(12, 1)[:, :28, :28, 0]
+        body = np.array([0x803, 12, 28, 28], dtype=">u4").tobytes() + pixels.tobytes()
+        path = raw / (idx.IMAGES + (".gz" if gzipped else ""))
+        path.write_bytes(gzip.compress(body) if gzipped else body)
+        return str(folder), None
+    return make
+
+
 # How each dataset's fixture is made in its real format: (data_dir, its factors as the reader then sees them, or
 # None for the registered ones). A dataset added to the registry without a fixture here fails
 # test_every_registered_dataset_has_a_fixture.
@@ -64,6 +82,8 @@ FIXTURES = {
     "celeba": lambda folder, monkeypatch: (make_tree(str(folder)), str(folder), None)[1:],  # torchvision's layout
     "shapes3d": shapes3d_file,
     **{name: mpi3d_file(name) for name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real")},
+    "mnist": idx_file("mnist", gzipped=False),
+    "fashion_mnist": idx_file("fashion_mnist", gzipped=True),
 }
 
 
@@ -88,6 +108,8 @@ def test_a_registered_dataset_keeps_the_interface_and_trains(name, tmp_path, mon
     images, factors = dataset.batch(rows)
     assert images.shape == (3, entry.channels, 64, 64) and images.dtype == torch.float32
     assert 0 <= images.min() and images.max() <= 1
+    if entry.build.endswith("make_idx"):
+        assert len(dataset) == 12
     if entry.factors:
         assert isinstance(dataset, FactorDataset)
         assert len(dataset) == (entry.images if factors_read is None else int(np.prod([s for _, s in expected])))

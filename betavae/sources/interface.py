@@ -60,6 +60,12 @@ DSPRITES_FILES = (Remote("https://github.com/deepmind/dsprites-dataset/raw/maste
                          "Apache 2.0, DeepMind"),)
 SHAPES3D_FILES = (Remote("https://storage.googleapis.com/3d-shapes/3dshapes.h5", 267_573_662,
                          "0a0f6ed98baff276a50f3a081a7434d788da63cb135a98189b2a5b5769be1785", "Apache 2.0, DeepMind"),)
+MNIST_FILES = (Remote("https://storage.googleapis.com/cvdf-datasets/mnist/train-images-idx3-ubyte.gz", 9_912_422,
+                      "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+                      "CC BY-SA 3.0, LeCun, Cortes & Burges"),)
+FASHION_FILES = (Remote("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
+                        26_421_880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                        "MIT, Zalando Research"),)
 MPI3D_SOURCE = "https://storage.googleapis.com/mpi3d_disentanglement_dataset/data/ (CC BY 4.0)"
 
 
@@ -85,6 +91,10 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
             f"MPI3D-{kind} (Gondal et al. 2019), memory-mapped; the older 4 x 4 release read too",
             by_hand=MPI3D_SOURCE)
       for kind in ("toy", "realistic", "real")),
+    Entry("mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "MNIST's 60,000 training digits (LeCun et al. "
+          "1998), torchvision's files, 28 → 64 pixels; no factors", MNIST_FILES),
+    Entry("fashion_mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "Fashion-MNIST's 60,000 training images "
+          "(Xiao et al. 2017), torchvision's files, 28 → 64 pixels; no factors", FASHION_FILES),
 )}
 
 
