@@ -66,6 +66,15 @@ MNIST_FILES = (Remote("https://storage.googleapis.com/cvdf-datasets/mnist/train-
 FASHION_FILES = (Remote("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/train-images-idx3-ubyte.gz",
                         26_421_880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
                         "MIT, Zalando Research"),)
+_NORB = "https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/smallnorb-5x{}x9x18x6x2x96x96-{}-{}.mat.gz"
+SMALLNORB_FILES = tuple(Remote(_NORB.format(ids, split, kind), size, checksum, "LeCun et al. 2004, NYU, for research")
+                        for ids, split, kind, size, checksum in (
+    ("46789", "training", "dat", 131_896_188, "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873"),
+    ("46789", "training", "cat", 348, "2784e542c1922060691090952b6cd6278879a216c90f81476f0f00256d42cdaa"),
+    ("46789", "training", "info", 71_052, "de7eb932ebe7a4ee16217fead60660d0eb3d23632c2f4d1c51f88c501c17bf32"),
+    ("01235", "testing", "dat", 130_799_817, "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474"),
+    ("01235", "testing", "cat", 347, "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff"),
+    ("01235", "testing", "info", 10_428, "16adf314226327ee006d1a44db8cfef52773c06c829951d5653a9f6f310248a2")))
 MPI3D_SOURCE = "https://storage.googleapis.com/mpi3d_disentanglement_dataset/data/ (CC BY 4.0)"
 
 
@@ -91,6 +100,10 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
             f"MPI3D-{kind} (Gondal et al. 2019), memory-mapped; the older 4 x 4 release read too",
             by_hand=MPI3D_SOURCE)
       for kind in ("toy", "realistic", "real")),
+    Entry("smallnorb", "betavae.sources.smallnorb:make_smallnorb", 1, 48_600,
+          (("category", 5), ("elevation", 9), ("azimuth", 18), ("lighting", 6)),
+          "SmallNORB's six NYU files (LeCun et al. 2004), camera 0, training + test, 96 → 64 pixels; instance a "
+          "nuisance", SMALLNORB_FILES),
     Entry("mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "MNIST's 60,000 training digits (LeCun et al. "
           "1998), torchvision's files, 28 → 64 pixels; no factors", MNIST_FILES),
     Entry("fashion_mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "Fashion-MNIST's 60,000 training images "
