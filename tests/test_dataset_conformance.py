@@ -100,6 +100,15 @@ def smallnorb_files(folder, monkeypatch):
     return str(folder), None
 
 
+def scream_picture(folder, monkeypatch):
+    """disentanglement_lib's data layout, scream/scream.jpg: a 400 × 300 picture (shrunk to 350 × 262 when read)."""
+    from PIL import Image
+
+    (folder / "scream").mkdir()
+    Image.fromarray(marked_images(1)[0].repeat(6, 0).repeat(6, 1)[:300, :400]).save(folder / "scream" / "scream.jpg")
+    return str(folder), None
+
+
 # How each dataset's fixture is made in its real format: (data_dir, its factors as the reader then sees them, or
 # None for the registered ones). A dataset added to the registry without a fixture here fails
 # test_every_registered_dataset_has_a_fixture.
@@ -107,6 +116,7 @@ FIXTURES = {
     "dsprites": lambda folder, monkeypatch: (str(folder), None),          # no npz: the exact renderer
     "color_dsprites": lambda folder, monkeypatch: (str(folder), None),
     "noisy_dsprites": lambda folder, monkeypatch: (str(folder), None),
+    "scream_dsprites": scream_picture,
     "celeba": lambda folder, monkeypatch: (make_tree(str(folder)), str(folder), None)[1:],  # torchvision's layout
     "shapes3d": shapes3d_file,
     **{name: mpi3d_file(name) for name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real")},

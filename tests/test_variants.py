@@ -74,3 +74,29 @@ def test_a_resumed_noisy_run_sees_the_images_of_an_uninterrupted_one(tmp_path):
     assert main.main(["--resume", str(tmp_path / "split"), "--set", "steps=6"]) == 0
     whole, split = ((tmp_path / name / "log.csv").read_text().splitlines() for name in ("whole", "split"))
     assert split == whole and len(whole) == 7
+
+
+def test_scream_inverts_the_sprite_over_a_crop_of_the_picture_averaged_with_a_colour():
+    from betavae.sources.variants import scream, uniform
+
+    picture = torch.rand(3, 100, 120, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 20:30, 20:30] = 1
+    index = torch.tensor([5, 9])
+    out = scream(picture, mask, index, seed=3)
+    draws = uniform(index, 5, 3)
+    for b in range(2):
+        top, left = int(draws[b, 0] * 36), int(draws[b, 1] * 56)
+        background = (picture[:, top:top + 64, left:left + 64] + draws[b, 2:, None, None]) / 2
+        expected = torch.where(mask[b].bool(), 1 - background, background)
+        torch.testing.assert_close(out[b], expected)
+    torch.testing.assert_close(scream(picture, mask, index, seed=3), out)          # a pure function of its inputs
+    assert not torch.equal(scream(picture, mask, index, seed=4), out)
+
+
+def test_scream_without_its_picture_is_one_sentence_naming_where_to_fetch_it(tmp_path):
+    from betavae.errors import DataError
+    from betavae.sources.sprites import DSpritesVariant
+
+    with pytest.raises(DataError, match="upload.wikimedia.org.*The_Scream.jpg"):
+        DSpritesVariant("scream_dsprites", 0, str(tmp_path))

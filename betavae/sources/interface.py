@@ -88,6 +88,10 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
     Entry("noisy_dsprites", "betavae.sources.sprites:make_variant", 3, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
           "dSprites on uniform noise (disentanglement_lib)", DSPRITES_FILES),
+    Entry("scream_dsprites", "betavae.sources.sprites:make_variant", 3, 737_280,
+          (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
+          "dSprites inverted over a crop of The Scream (disentanglement_lib)", by_hand="scream/scream.jpg in data_dir "
+          "from upload.wikimedia.org/wikipedia/commons/f/f4/The_Scream.jpg (public domain); dSprites as above"),
     Entry("celeba", "betavae.sources.celeba:make_celeba", 3, 162_770, (),
           "CelebA's training split from a local folder", by_hand="--set download=true (torchvision's Google-Drive "
           "downloader), or the files of mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),

@@ -2,14 +2,20 @@
 their factor classes, and the colour and noisy variants of disentanglement_lib drawn over them."""
 from __future__ import annotations
 
+import functools
 import os
 
+import numpy as np
 import torch
+
+from betavae.errors import DataError
 
 from betavae.sources.dsprites import (DATASET_SIZE, LATENT_NAMES, LATENT_SIZES, NPZ_NAME, all_latent_classes,
                                       load_npz_images, render_dsprites, render_mask_torch)
 from betavae.sources.grid import FactorGrid
 from betavae.sources.variants import VARIANTS
+
+SCREAM_SOURCE = "https://upload.wikimedia.org/wikipedia/commons/f/f4/The_Scream.jpg"
 
 
 class DSprites:
@@ -81,11 +87,38 @@ class DSpritesVariant(DSprites):
     def __init__(self, variant: str, seed: int, data_dir: str | None, device: torch.device | str = "cpu"):
         super().__init__(data_dir, device)
         self.variant, self.seed, self._draw = variant, seed, VARIANTS[variant]
+        if variant == "scream_dsprites":  # the picture behind every sprite, read once
+            self._draw = functools.partial(self._draw, read_scream(data_dir).to(self.device))
 
     def images(self, latents_classes: torch.Tensor) -> torch.Tensor:
         """[B, 6] int64 -> float32 [B, 3, 64, 64] in [0, 1] on self.device."""
         classes = latents_classes.to(self.device, torch.int64)
         return self._draw(super().images(classes), self._grid.rows(classes[:, 1:]), self.seed)
+
+
+SCREAM_FILES = ("scream/scream.jpg", "scream.jpg")  # disentanglement_lib's place in its data folder, or data_dir's
+
+
+def read_scream(data_dir: str | None) -> torch.Tensor:
+    """The Scream as float [3, H, W] in [0, 1], shrunk to fit 350 × 274 as disentanglement_lib does (PIL thumbnail)."""
+    from PIL import Image
+
+    folder = data_dir or "."
+    found = [os.path.join(folder, f) for f in SCREAM_FILES if os.path.isfile(os.path.join(folder, f))]
+    if not found:
+        raise DataError(f"No scream/scream.jpg in {folder}; fetch The Scream (public domain) from "
+                        f"{SCREAM_SOURCE} into {os.path.join(folder, 'scream')} or give --set data_dir= the folder.")
+    try:
+        with Image.open(found[0]) as image:
+            image = image.convert("RGB")
+            image.thumbnail((350, 274))
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except (OSError, Image.DecompressionBombError):
+        raise DataError(f"{found[0]} is not a readable image; fetch it again from {SCREAM_SOURCE}.") from None
+    if min(pixels.shape[:2]) <= 64:
+        raise DataError(f"{found[0]} is {pixels.shape[1]} × {pixels.shape[0]} pixels; The Scream is larger than "
+                        f"64 × 64 after shrinking to 350 × 274: fetch it again from {SCREAM_SOURCE}.")
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 def make_dsprites(params, device: torch.device | str = "cpu") -> DSprites:

@@ -1,7 +1,10 @@
-"""Colour- and noisy-dSprites (disentanglement_lib's definitions) drawn from the dSprites mask, the image index and a seed.
+"""Colour-, noisy- and scream-dSprites (disentanglement_lib's definitions) drawn from the dSprites mask, the image index
+and a seed.
 
 color_dsprites: the binary sprite times one colour per image drawn from U(0.5, 1)³, on black.
 noisy_dsprites: the sprite in white on a background of U(0, 1) noise per pixel and channel.
+scream_dsprites: a 64 × 64 crop of The Scream (shrunk to fit 350 × 274) at a uniform position, averaged with a colour
+from U(0, 1)³, the sprite's pixels inverted.
 The draws are a hash of (seed, image index, draw number), not a random stream, so an image is the same whenever and
 wherever it is drawn: in a resumed run, in a metric, on another device.
 """
@@ -43,4 +46,15 @@ def noisy(mask: torch.Tensor, index: torch.Tensor, seed: int) -> torch.Tensor:
     return torch.clamp(mask + noise, max=1.0)  # disentanglement_lib: minimum(observation + noise, 1)
 
 
-VARIANTS = {"color_dsprites": colour, "noisy_dsprites": noisy}
+def scream(picture: torch.Tensor, mask: torch.Tensor, index: torch.Tensor, seed: int) -> torch.Tensor:
+    """[B, 1, 64, 64] sprite in {0, 1} -> [B, 3, 64, 64] on a crop of `picture` (float [3, H, W] in [0, 1])."""
+    draws = uniform(index, 5, seed)                                           # [B, 5]: crop row, column, colour
+    height, width = picture.shape[1] - 64, picture.shape[2] - 64
+    rows = (draws[:, 0] * height).long()[:, None] + torch.arange(64, device=mask.device)  # [B, 64]
+    columns = (draws[:, 1] * width).long()[:, None] + torch.arange(64, device=mask.device)
+    crops = picture.to(mask.device)[:, rows[:, :, None], columns[:, None, :]].permute(1, 0, 2, 3)  # [B, 3, 64, 64]
+    background = (crops + draws[:, 2:, None, None]) / 2
+    return torch.where(mask.bool(), 1 - background, background)
+
+
+VARIANTS = {"color_dsprites": colour, "noisy_dsprites": noisy, "scream_dsprites": scream}
