@@ -109,6 +109,33 @@ def scream_picture(folder, monkeypatch):
     return str(folder), None
 
 
+def cars3d_archive(folder, monkeypatch):
+    """nips2015-analogy-data.tar.gz as distributed (data/cars/list.txt, data/cars/<name>.mat holding `im` uint8
+    [128, 128, 3, 24, 4]) with two objects, listed in the opposite of their alphabetical order."""
+    import io
+    import tarfile
+
+    import scipy.io
+
+    from betavae.sources import cars3d
+
+    factors = (("elevation", 4), ("azimuth", 24), ("object", 2))
+    monkeypatch.setattr(cars3d, "FACTORS", factors)
+    with tarfile.open(folder / cars3d.ARCHIVE, "w:gz") as archive:
+        def add(name, payload):
+            info = tarfile.TarInfo(f"data/cars/{name}")
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+        add("list.txt", b"car_b_mesh\ncar_a_mesh\n")
+        for k, name in enumerate(("car_b_mesh", "car_a_mesh")):
+            mesh = np.zeros((128, 128, 3, 24, 4), dtype=np.uint8)
+            mesh[0, 0, 0] = (np.arange(24)[:, None] * 4 + np.arange(4)[None, :]) * 2 + k  # view and object marked
+            buffer = io.BytesIO()
+            scipy.io.savemat(buffer, {"im": mesh})
+            add(f"{name}.mat", buffer.getvalue())
+    return str(folder), factors
+
+
 # How each dataset's fixture is made in its real format: (data_dir, its factors as the reader then sees them, or
 # None for the registered ones). A dataset added to the registry without a fixture here fails
 # test_every_registered_dataset_has_a_fixture.
@@ -121,6 +148,7 @@ FIXTURES = {
     "shapes3d": shapes3d_file,
     **{name: mpi3d_file(name) for name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real")},
     "smallnorb": smallnorb_files,
+    "cars3d": cars3d_archive,
     "mnist": idx_file("mnist", gzipped=False),
     "fashion_mnist": idx_file("fashion_mnist", gzipped=True),
 }

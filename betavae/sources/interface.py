@@ -108,6 +108,9 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
           (("category", 5), ("elevation", 9), ("azimuth", 18), ("lighting", 6)),
           "SmallNORB's six NYU files (LeCun et al. 2004), camera 0, training + test, 96 → 64 pixels; instance a "
           "nuisance", SMALLNORB_FILES),
+    Entry("cars3d", "betavae.sources.cars3d:make_cars3d", 3, 17_568, (("elevation", 4), ("azimuth", 24), ("object", 183)),
+          "Cars3D (Reed et al. 2015) from nips2015-analogy-data.tar.gz, objects in list.txt's order, 128 → 64 pixels",
+          by_hand="www.scottreed.info/files/nips2015-analogy-data.tar.gz (research use)"),
     Entry("mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "MNIST's 60,000 training digits (LeCun et al. "
           "1998), torchvision's files, 28 → 64 pixels; no factors", MNIST_FILES),
     Entry("fashion_mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "Fashion-MNIST's 60,000 training images "
