@@ -136,6 +136,24 @@ def cars3d_archive(folder, monkeypatch):
     return str(folder), factors
 
 
+def chairs_archive(folder, monkeypatch):
+    """rendered_chairs.tar as distributed: rendered_chairs/<chair>/renders/*.png, 600 × 600 RGB, two chairs."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    with tarfile.open(folder / "rendered_chairs.tar", "w") as archive:
+        for chair in ("a", "b"):
+            for view in range(3):
+                buffer = io.BytesIO()
+                Image.fromarray(np.full((600, 600, 3), 40 * view + (chair == "b") * 100, np.uint8)).save(buffer, "PNG")
+                info = tarfile.TarInfo(f"rendered_chairs/{chair}/renders/image_{view:03d}.png")
+                info.size = len(buffer.getvalue())
+                archive.addfile(info, io.BytesIO(buffer.getvalue()))
+    return str(folder), None
+
+
 # How each dataset's fixture is made in its real format: (data_dir, its factors as the reader then sees them, or
 # None for the registered ones). A dataset added to the registry without a fixture here fails
 # test_every_registered_dataset_has_a_fixture.
@@ -149,6 +167,7 @@ FIXTURES = {
     **{name: mpi3d_file(name) for name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real")},
     "smallnorb": smallnorb_files,
     "cars3d": cars3d_archive,
+    "chairs": chairs_archive,
     "mnist": idx_file("mnist", gzipped=False),
     "fashion_mnist": idx_file("fashion_mnist", gzipped=True),
 }
@@ -177,6 +196,8 @@ def test_a_registered_dataset_keeps_the_interface_and_trains(name, tmp_path, mon
     assert 0 <= images.min() and images.max() <= 1
     if entry.build.endswith(("make_idx", "make_smallnorb")):
         assert len(dataset) == 12                            # every image of the fixture's files
+    if name == "chairs":                                     # the renders in name order, grey
+        assert len(dataset) == 6 and dataset.batch(torch.tensor([4]))[0].mean().item() * 255 == pytest.approx(140, abs=1)
     if entry.factors:
         assert isinstance(dataset, FactorDataset)
         assert list(zip(dataset.factor_names, dataset.factor_sizes)) == list(expected)

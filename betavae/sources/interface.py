@@ -111,6 +111,9 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
     Entry("cars3d", "betavae.sources.cars3d:make_cars3d", 3, 17_568, (("elevation", 4), ("azimuth", 24), ("object", 183)),
           "Cars3D (Reed et al. 2015) from nips2015-analogy-data.tar.gz, objects in list.txt's order, 128 → 64 pixels",
           by_hand="www.scottreed.info/files/nips2015-analogy-data.tar.gz (research use)"),
+    Entry("chairs", "betavae.sources.chairs:make_chairs", 1, 86_366, (), "3D Chairs' renders (Aubry et al. 2014) "
+          "from rendered_chairs.tar, grey, centre-cropped, 64 pixels; no factors",
+          by_hand="www.di.ens.fr/willow/research/seeing3Dchairs/data/rendered_chairs.tar"),
     Entry("mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "MNIST's 60,000 training digits (LeCun et al. "
           "1998), torchvision's files, 28 → 64 pixels; no factors", MNIST_FILES),
     Entry("fashion_mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "Fashion-MNIST's 60,000 training images "
