@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "their final losses (lr 5e-4 unless --set lr=... is given)")
     parser.add_argument("--pack", help="comma-separated pack sizes K (e.g. 1,2,4,8): model-steps/s of K models packed "
                         "against the same K one after another, at the first --batch-size")
+    parser.add_argument("--disk", type=int, metavar="N",
+                        help="instead: steps/s with batches gathered from N images in memory against the same N "
+                             "memory-mapped from disk, page cache dropped (docs/speed.md); at the first --batch-size")
     parser.add_argument("--numerics-steps", type=int, default=2000,
                         help="steps of each --check-numerics run (default 2000)")
     return parser.parse_args(argv)
@@ -101,6 +104,17 @@ def main_bench(argv: list[str] | None = None) -> int:
         record.update(pack_batch_size=params.batch_size, pack_windows=args.windows, pack_steps=args.steps,
                       pack=bench_pack(images, params, device, sizes, args))
         print_pack_table(record)
+    elif args.disk:
+        from betavae.speed.disk import bench_disk
+
+        params = dataclasses.replace(params, batch_size=args.batch_size[0])
+        record["disk"] = bench_disk(params, args.disk, args.steps, args.windows, params.out_dir)
+        print("| batch | images | from memory | memory-mapped, from disk | disk / memory (per window pair) |")
+        print("|---:|---:|---:|---:|---|")
+        disk = record["disk"]
+        print(f"| {params.batch_size} | {args.disk:,} | {disk['memory_steps_per_s']:.1f} | "
+              f"{disk['disk_steps_per_s']:.1f} | {disk['disk_over_memory']:.2f} "
+              f"({', '.join(f'{r:.2f}' for r in disk['ratio_per_window_pair'])}) |")
     elif args.check_numerics is not None:
         if not any(assignment.split("=")[0].strip() == "lr" for assignment in args.assignments):
             params = dataclasses.replace(params, lr=NUMERICS_LR)

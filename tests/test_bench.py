@@ -297,3 +297,14 @@ def test_the_float32_stacks_leave_bf16_training_bit_for_bit_unchanged(images):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
     initial = bench_loops.Ours(images, PLAIN, "cpu", seed=0).model.state_dict()
     assert not torch.equal(weights[0]["encoder.convs.0.weight"], initial["encoder.convs.0.weight"])  # it did train
+
+
+def test_bench_disk_times_memory_against_the_memory_mapped_file_window_by_window(tmp_path, capsys):
+    out = tmp_path / "disk.yaml"
+    assert bench.main_bench(["--device", "cpu", "--disk", "300", "--batch-size", "8", "--steps", "2", "--windows", "2",
+                             "--warmup", "0", "--images", "16", "--set", f"out_dir={tmp_path}", "--out", str(out)]) == 0
+    disk = yaml.safe_load(out.read_text())["disk"]
+    assert disk["images"] == 300 and len(disk["window_steps_per_s"]["disk"]) == 2
+    assert disk["memory_steps_per_s"] > 0 and disk["disk_steps_per_s"] > 0 and disk["page_cache_dropped"]
+    assert not list(tmp_path.glob("tmp*"))                  # the scratch file is gone
+    assert "memory-mapped, from disk" in capsys.readouterr().out
