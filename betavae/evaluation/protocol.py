@@ -14,9 +14,10 @@ SAMPLES = {
     "beta_vae_train": 10_000, "beta_vae_eval": 5_000,
     "factor_vae_variance": 10_000, "factor_vae_train": 10_000, "factor_vae_eval": 5_000,
     "group": 64,                        # pairs (BetaVAE) or samples (FactorVAE) behind one training point
-    # AAM and MMIG (evaluation/mixture.py): uniform images whose posteriors form every mixture, and the grid points
-    # per latent of its quadrature; the published estimator's means per entropy (its code's 10,000), over every image.
-    "aam_images": 100_000, "quadrature_points": 1_024, "published_points": 10_000,
+    # AAM and MMIG (evaluation/mixture.py): the images whose posteriors form every mixture (every image of a dataset up
+    # to a million: on dSprites' capacity β-VAE, 100,000 left AAM 0.1 short), and the grid points per latent of the
+    # quadrature; the published estimator's means per entropy (its code's 10,000), over every image.
+    "aam_images": 1_000_000, "quadrature_points": 1_024, "published_points": 10_000,
     # The rest of disentanglement_lib's study (config/unsupervised_study_v1/metric_configs, fairness_study_v1):
     # modularity/explicitness, the unsupervised scores and IRS take the first 10,000 shared points (and the 5,000
     # test points); the downstream task trains on the first 10, 100, 1,000 and 10,000 and tests on the 5,000.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 # The protocols of this repository's scores (betavae/evaluation/metrics.py PROTOCOL, docs/metrics.md); AAM and MMIG
 # by the estimator a sweep's aam_estimator chose (`measured`).
-ESTIMATORS = {"quadrature": "I[z_j; v_k] by quadrature of the posterior mixtures over 100,000 images (this "
+ESTIMATORS = {"quadrature": "I[z_j; v_k] by quadrature of the posterior mixtures over every image (this "
                             "repository's estimator)",
               "published": "I[z_j; v_k] as the poster's code estimates it (aam_estimator=published)"}
 MEASURED = {
