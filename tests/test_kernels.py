@@ -248,14 +248,14 @@ def test_an_edited_network_run_logs_the_edited_networks_loss(tmp_path, monkeypat
     """End to end, as the issue found it: every ReLU made LeakyReLU(0.5), float32, switches auto: step 1's loss is
     the edited network's (the run with the switches off), not the unedited one's."""
     import main
-    from betavae.training import loop
+    from betavae import parts
     from test_main import read_rows, run_args
 
     class LeakyVAE(VAE):
         def __init__(self, channels, latent_dim):
             super().__init__(channels, latent_dim)
             edited(self, "leaky_relu")
-    monkeypatch.setattr(loop, "VAE", LeakyVAE)
+    monkeypatch.setattr(parts, "VAE", LeakyVAE)  # the one place a run builds its network
     first = {}
     for name, switches in (("fused", "fused_conv=auto fused_deconv=auto"),
                            ("plain", "fused_conv=false fused_deconv=false")):
