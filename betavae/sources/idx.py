@@ -4,13 +4,13 @@ once from 28 × 28 to 64 × 64 (bilinear, antialiased) and held as uint8. They h
 train, draw and report, and the metrics that need factors are skipped in one line."""
 from __future__ import annotations
 
-import gzip
 import os
 
 import numpy as np
 import torch
 
 from betavae.errors import DataError
+from betavae.sources.common import first_file, read_bytes
 
 IMAGES = "train-images-idx3-ubyte"
 FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -19,21 +19,16 @@ IDX_UBYTE_3D = 0x00000803  # the IDX magic number of a uint8 array of three dime
 
 def find(name: str, data_dir: str) -> str:
     """The images file of `name` in torchvision's folder or in data_dir itself, plain or gzipped."""
-    for folder in (os.path.join(data_dir, FOLDERS[name], "raw"), data_dir):
-        for file in (IMAGES, IMAGES + ".gz"):
-            if os.path.isfile(os.path.join(folder, file)):
-                return os.path.join(folder, file)
+    found = first_file((os.path.join(data_dir, FOLDERS[name], "raw"), data_dir), IMAGES)
+    if found:
+        return found
     raise DataError(f"No {IMAGES}[.gz] in {os.path.join(data_dir, FOLDERS[name], 'raw')} or {data_dir}; run "
                     f"`python data.py download {name} --data-dir {data_dir}` or give --set data_dir= the folder.")
 
 
 def read_idx(path: str) -> np.ndarray:
     """A uint8 [N, rows, columns] IDX file (LeCun et al.'s format: big-endian magic, sizes, then the bytes)."""
-    try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as file:
-            raw = file.read()
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path} cannot be read ({error}); download it again.") from None
+    raw = read_bytes(path, "python data.py download mnist or fashion_mnist")
     header = np.frombuffer(raw[:16], dtype=">u4") if len(raw) >= 16 else np.zeros(0)
     if len(header) < 4 or header[0] != IDX_UBYTE_3D:
         raise DataError(f"{path} is not an IDX file of uint8 images (magic {hex(int(header[0])) if len(header) else '?'}"

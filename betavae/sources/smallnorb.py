@@ -6,13 +6,12 @@ nuisance, so every combination of factor classes has ten images and the metrics 
 value (docs/data.md, "What the metrics need")."""
 from __future__ import annotations
 
-import gzip
-import os
 
 import numpy as np
 import torch
 
 from betavae.errors import DataError
+from betavae.sources.common import first_file, read_bytes
 from betavae.sources.grid import FactorGrid, FactorImages
 
 SPLITS = (("training", "5x46789"), ("testing", "5x01235"))  # disentanglement_lib's order: training first
@@ -27,20 +26,16 @@ def file_name(split: str, kind: str) -> str:
 
 
 def find(data_dir: str, split: str, kind: str) -> str:
-    for name in (file_name(split, kind), file_name(split, kind) + ".gz"):
-        if os.path.isfile(os.path.join(data_dir, name)):
-            return os.path.join(data_dir, name)
+    found = first_file((data_dir,), file_name(split, kind))
+    if found:
+        return found
     raise DataError(f"No {file_name(split, kind)}[.gz] in {data_dir}; run `python data.py download smallnorb "
                     f"--data-dir {data_dir}` ({SOURCE}) or give --set data_dir= the folder that holds the six files.")
 
 
 def read_matrix(path: str) -> np.ndarray:
     """A matrix in NYU's binary format: int32 magic, int32 rank, max(3, rank) int32 sizes (little-endian), data."""
-    try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as file:
-            raw = file.read()
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path} cannot be read ({error}); download it again ({SOURCE}).") from None
+    raw = read_bytes(path, SOURCE)
     head = np.frombuffer(raw[:8], dtype="<i4") if len(raw) >= 8 else np.zeros(0, dtype=np.int64)
     if len(head) < 2 or int(head[0]) & 0xFFFFFFFF not in MAGIC or not 1 <= int(head[1]) <= 6:
         raise DataError(f"{path} is not a SmallNORB matrix (no byte or int32 magic number); download it again.")
