@@ -25,9 +25,9 @@ def test_download_fetches_a_datasets_files_and_says_how_to_train_on_them(server,
 
 
 def test_a_dataset_without_a_published_checksum_is_one_sentence_naming_where_to_fetch_it(capsys, tmp_path):
-    assert data.main(["download", "mpi3d_toy", "--data-dir", str(tmp_path)]) == 2
+    assert data.main(["download", "chairs", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "storage.googleapis.com/mpi3d_disentanglement_dataset" in err
+    assert err.count("\n") == 1 and "seeing3Dchairs/data/rendered_chairs.tar" in err
 
 
 def test_a_missing_file_names_the_download_command(tmp_path):

@@ -75,6 +75,15 @@ SMALLNORB_FILES = tuple(Remote(_NORB.format(ids, split, kind), size, checksum, "
     ("01235", "testing", "dat", 130_799_817, "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474"),
     ("01235", "testing", "cat", 347, "ecaf6d5bb8c3bc5eab9cf0258f6d2198dd474e016e374836fc097f2e5ff509ff"),
     ("01235", "testing", "info", 10_428, "16adf314226327ee006d1a44db8cfef52773c06c829951d5653a9f6f310248a2")))
+# MPI3D's 4 x 4 release (disentanglement_lib's; today's 6 x 6 one publishes no checksum) and Cars3D's archive, with
+# the MD5s the disent library (Michlo, MIT) records for them.
+MPI3D_FILES = {kind: (Remote(f"https://storage.googleapis.com/disentanglement_dataset/Final_Dataset/mpi3d_{kind}.npz", 0,
+                             f"md5:{checksum}", "CC BY 4.0, Gondal et al. 2019 (the 4 x 4 release)"),)
+               for kind, checksum in (("toy", "55889cb7c7dfc655d6e0277beee88868"),
+                                      ("realistic", "59a6225b88b635365f70c91b3e52f70f"),
+                                      ("real", "0f33f609918fb5c97996692f91129802"))}
+CARS3D_FILES = (Remote("http://www.scottreed.info/files/nips2015-analogy-data.tar.gz", 0,
+                       "md5:4e866a7919c1beedf53964e6f7a23686", "Reed et al. 2015, for research"),)
 MPI3D_SOURCE = "https://storage.googleapis.com/mpi3d_disentanglement_dataset/data/ (CC BY 4.0)"
 
 
@@ -102,7 +111,7 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
             (("object_color", 6), ("object_shape", 6), ("object_size", 2), ("camera_height", 3),
              ("background_color", 3), ("first_dof", 40), ("second_dof", 40)),
             f"MPI3D-{kind} (Gondal et al. 2019), memory-mapped; the older 4 x 4 release read too",
-            by_hand=MPI3D_SOURCE)
+            MPI3D_FILES[kind], by_hand=MPI3D_SOURCE)
       for kind in ("toy", "realistic", "real")),
     Entry("smallnorb", "betavae.sources.smallnorb:make_smallnorb", 1, 48_600,
           (("category", 5), ("elevation", 9), ("azimuth", 18), ("lighting", 6)),
@@ -110,7 +119,7 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
           "nuisance", SMALLNORB_FILES),
     Entry("cars3d", "betavae.sources.cars3d:make_cars3d", 3, 17_568, (("elevation", 4), ("azimuth", 24), ("object", 183)),
           "Cars3D (Reed et al. 2015) from nips2015-analogy-data.tar.gz, objects in list.txt's order, 128 → 64 pixels",
-          by_hand="www.scottreed.info/files/nips2015-analogy-data.tar.gz (research use)"),
+          CARS3D_FILES),
     Entry("chairs", "betavae.sources.chairs:make_chairs", 1, 86_366, (), "3D Chairs' renders (Aubry et al. 2014) "
           "from rendered_chairs.tar, grey, centre-cropped, 64 pixels; no factors",
           by_hand="www.di.ens.fr/willow/research/seeing3Dchairs/data/rendered_chairs.tar"),

@@ -38,8 +38,9 @@ def read_mpi3d(name: str, data_dir: str, say=print) -> tuple[np.ndarray, tuple[i
     data_dir/<name>_images.npy; one DataError sentence for a missing, corrupt or mis-shaped file."""
     found = [os.path.join(data_dir, f) for f in FILES[name] if os.path.isfile(os.path.join(data_dir, f))]
     if not found:
-        raise DataError(f"No {' or '.join(FILES[name])} in {data_dir}; put the MPI3D file there ({SOURCE}) or give "
-                        f"--set data_dir= the folder that holds it.")
+        raise DataError(f"No {' or '.join(FILES[name])} in {data_dir}; run `python data.py download {name} --data-dir "
+                        f"{data_dir}` (the 4 x 4 release) or put today's file there ({SOURCE}), or give --set "
+                        f"data_dir= the folder that holds it.")
     path, cache = found[0], os.path.join(data_dir, f"{name}_images.npy")
     try:
         with zipfile.ZipFile(path) as archive:
