@@ -34,8 +34,8 @@ class _Folder:
                 return
         path = os.path.join(data_dir, ARCHIVE)
         if not os.path.isfile(path):
-            raise DataError(f"No {ARCHIVE} (or its cars/ folder) in {data_dir}; fetch it from {SOURCE} into "
-                            f"{data_dir} or give --set data_dir= the folder that holds it.")
+            raise DataError(f"No {ARCHIVE} (or its cars/ folder) in {data_dir}; run `python data.py download cars3d "
+                            f"--data-dir {data_dir}` ({SOURCE}) or give --set data_dir= the folder that holds it.")
         try:
             self.archive = tarfile.open(path, "r:gz")
             self.members = {os.path.relpath(m.name, "data") if m.name.startswith("data/") else m.name: m
