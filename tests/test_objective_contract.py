@@ -15,16 +15,9 @@ from betavae.checkpoints import load_checkpoint
 from betavae.scale import packed
 from data import make_dataset
 from params import build_params
+from test_objective_runs import one_thread  # noqa: F401  (autouse: tiny batches on one thread)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(tmp_path, *extra):

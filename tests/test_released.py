@@ -18,9 +18,13 @@ from betavae.errors import DataError, UserError
 LATENT = 10
 
 
-def random_layers(names_and_shapes: dict) -> dict:
+def random_layers(weights: dict, transposed: set) -> dict:
+    """Random weights of the given shapes and their biases (a transposed convolution's bias is its output channels,
+    the weight's second dimension), in the layers' order."""
     generator = torch.Generator().manual_seed(0)
-    return {name: 0.1 * torch.randn(shape, generator=generator) for name, shape in names_and_shapes.items()}
+    shapes = {**{f"{n}.weight": s for n, s in weights.items()},
+              **{f"{n}.bias": (s[1] if n in transposed else s[0],) for n, s in weights.items()}}
+    return {name: 0.1 * torch.randn(shape, generator=generator) for name, shape in shapes.items()}
 
 
 def disvae_state_dict(channels: int = 1) -> dict:
@@ -30,8 +34,7 @@ def disvae_state_dict(channels: int = 1) -> dict:
               "encoder.mu_logvar_gen": (2 * LATENT, 256), "decoder.lin1": (256, LATENT), "decoder.lin2": (256, 256),
               "decoder.lin3": (512, 256), "decoder.convT_64": (32, 32, 4, 4), "decoder.convT1": (32, 32, 4, 4),
               "decoder.convT2": (32, 32, 4, 4), "decoder.convT3": (32, channels, 4, 4)}
-    bias = {name: (shape[1] if "convT" in name else shape[0],) for name, shape in shapes.items()}
-    return random_layers({**{f"{n}.weight": s for n, s in shapes.items()}, **{f"{n}.bias": s for n, s in bias.items()}})
+    return random_layers(shapes, {name for name in shapes if "convT" in name})
 
 
 def disvae_forward(w: dict, x: torch.Tensor):
@@ -61,9 +64,7 @@ def konny_state_dict(channels: int = 1) -> dict:
               "encoder.13": (2 * LATENT, 256), "decoder.0": (256, LATENT), "decoder.2": (256, 256),
               "decoder.4": (512, 256), "decoder.7": (32, 32, 4, 4), "decoder.9": (32, 32, 4, 4),
               "decoder.11": (32, 32, 4, 4), "decoder.13": (32, channels, 4, 4)}
-    bias = {n: (s[1] if n in ("decoder.7", "decoder.9", "decoder.11", "decoder.13") else s[0],)
-            for n, s in shapes.items()}
-    return random_layers({**{f"{n}.weight": s for n, s in shapes.items()}, **{f"{n}.bias": s for n, s in bias.items()}})
+    return random_layers(shapes, {"decoder.7", "decoder.9", "decoder.11", "decoder.13"})
 
 
 def konny_forward(w: dict, x: torch.Tensor):

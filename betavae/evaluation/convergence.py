@@ -61,6 +61,7 @@ def rows(model, dataset, seed: int = 0, say=print) -> list[tuple[str, float, flo
     return found
 
 
-def table(model, dataset, seed: int = 0, say=print) -> str:
+def table(model, dataset, seed: int = 0, say=print) -> list[tuple[str, float, float, float]]:
+    """Say the table's header, then each row as it is measured; return the rows."""
     say("| estimator | AAM | MMIG | seconds |\n|---|---|---|---|")
-    return "\n".join("| {} | {:.3f} | {:.3f} | {:.0f} |".format(*row) for row in rows(model, dataset, seed, say))
+    return rows(model, dataset, seed, say)

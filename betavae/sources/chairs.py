@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from betavae.errors import DataError
-from betavae.sources.memmap import fits
 
 ARCHIVE, FOLDER, CACHE = "rendered_chairs.tar", "rendered_chairs", "chairs_images.npy"
 CROP = 400
@@ -58,10 +57,12 @@ def read_chairs(data_dir: str, say=print) -> np.ndarray:
     from tqdm import tqdm
 
     cache = os.path.join(data_dir, CACHE)
-    if os.path.isfile(cache):
+    try:
         images = np.load(cache, mmap_mode="r")
-        if fits(cache, (len(images), 64, 64)):
+        if images.ndim == 3 and images.shape[1:] == (64, 64) and images.dtype == np.uint8:
             return images
+    except (OSError, ValueError):  # none yet, or an unfinished copy: convert again
+        pass
     names, opener = _renders(data_dir)
     if not names:
         raise DataError(f"{data_dir} holds no {FOLDER}/<chair>/renders/*.png; fetch {SOURCE} again.")

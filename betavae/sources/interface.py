@@ -9,6 +9,7 @@ one class and one entry here.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -140,7 +141,7 @@ def download(name: str, data_dir: str, say=print) -> list[str]:
         where = entry.by_hand or "nowhere: it is built in"
         raise DataError(f"{name} is not downloaded by this command (no checksum is published for its files); "
                         f"fetch them by hand into {data_dir} from {where}.")
-    return [fetch(remote, f"{data_dir}/{remote.filename}", say) for remote in entry.files]
+    return [fetch(remote, os.path.join(data_dir, remote.filename), say) for remote in entry.files]
 
 
 def build(name: str, params, device):
