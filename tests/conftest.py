@@ -15,8 +15,6 @@ os.environ.setdefault("BETAVAE_AMP_AUTO", "false")
 def small_metric_samples(monkeypatch):
     """Metrics in tests use a few hundred points; at the protocol's counts a run's evaluation takes many minutes."""
     from betavae.evaluation import protocol
+    from small import SAMPLES
 
-    monkeypatch.setattr(protocol, "SAMPLES", {"mig": 100, "split": 90, "beta_vae_train": 20, "beta_vae_eval": 10,
-                                             "factor_vae_variance": 60, "factor_vae_train": 20,
-                                             "factor_vae_eval": 10, "group": 4, "downstream_train": [10, 60],
-                                             "fairness_per_class": 5, "udr_points": 60, "aam_images": 300})
+    monkeypatch.setattr(protocol, "SAMPLES", dict(SAMPLES))

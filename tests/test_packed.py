@@ -143,6 +143,16 @@ def test_auto_pack_measures_and_caches(tmp_path, monkeypatch):
     assert packing.resolve_pack(dataclasses.replace(params, pack=3), dataset, torch.device("cpu")) == 3
 
 
+def test_auto_pack_does_not_measure_a_short_sweep(tmp_path, monkeypatch):
+    params = base_params(tmp_path, "pack=auto")
+    monkeypatch.setattr(packing, "_AUTO_CACHE", {})
+    monkeypatch.setattr(packing, "measure", lambda *_: pytest.fail("measured a sweep too short to repay it"))
+    dataset = make_dataset(params, "cpu")
+    assert packing.resolve_pack(params, dataset, torch.device("cpu"), packing.MEASURE_FROM - 1) == 1
+    with pytest.raises(BaseException, match="too short"):
+        packing.resolve_pack(params, dataset, torch.device("cpu"), packing.MEASURE_FROM)
+
+
 def test_bench_pack_times_each_pack_size_against_one_after_another(tmp_path, capsys):
     import bench
     import yaml

@@ -59,6 +59,9 @@ def test_latent_grid_rows_are_sorted_by_known_kl_and_inactive_ones_hidden(tmp_pa
     kept = traversals.save_latent_grid(model, x, str(tmp_path / "active.png"), points=5, active_kl=0.01,
                                      hide_inactive=True)
     assert kept == [1, 3, 0]  # KL 0.005 < 0.01
+    everything = traversals.save_latent_grid(model, x, str(tmp_path / "none.png"), points=5, active_kl=100.0,
+                                           hide_inactive=True)
+    assert everything == [1, 3, 0, 2] and (tmp_path / "none.png").is_file()  # none active: all, greyed
     assert traversals.save_latent_grid(model, x, str(tmp_path / "chosen.png"), points=5, dims=[2, 0]) == [2, 0]
 
 

@@ -109,7 +109,8 @@ def traverse_rows(model, origin: torch.Tensor, values: torch.Tensor, dims: list[
 def latent_order(kl: torch.Tensor, active_kl: float, hide_inactive: bool = False) -> list[int]:
     """Latent indices by KL to the prior, largest first; those below `active_kl` nats dropped when hiding."""
     order = kl.argsort(descending=True).tolist()
-    return [d for d in order if kl[d] >= active_kl] if hide_inactive else order
+    active = [d for d in order if kl[d] >= active_kl]
+    return active if hide_inactive and active else order  # none active: all, greyed, rather than an empty grid
 
 
 def save_grid_figure(rows: torch.Tensor, labels: list[str], greyed: list[bool], title: str, path: str) -> None:

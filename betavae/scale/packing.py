@@ -16,6 +16,9 @@ from params import Params
 AUTO_CANDIDATES = {"cpu": (1, 2, 4), "cuda": (1, 8, 32, 128)}
 _AUTO_CACHE: dict[tuple, int] = {}  # (device, channels, latent_dim, batch_size, amp) → measured best pack size
 AUTO_RATES: dict[tuple, dict[int, float]] = {}  # the same key → {pack size: model-steps/s} behind that choice
+# Measuring trains 7 steps of each candidate pack (49 model-steps on a CPU) and builds 7 models; a pack saves at most
+# a fraction of the sweep's time, so sweeps this short (model-steps) are not measured.
+MEASURE_FROM = 2000
 
 
 def _one_after_another(params_list: list[Params], images: torch.Tensor, device: torch.device):
@@ -74,14 +77,16 @@ def measure(params: Params, images: torch.Tensor, device: torch.device, size: in
     return timed(steps)
 
 
-def resolve_pack(params: Params, dataset, device: torch.device) -> int:
+def resolve_pack(params: Params, dataset, device: torch.device, model_steps: int | None = None) -> int:
     """params.pack, or for "auto" the candidate pack size with the most model-steps/s measured on `device`
     (cached per device and shape for the process); a pack must beat one model by 10% to be chosen, since on a
-    loaded machine smaller differences are noise and packing must never cost."""
+    loaded machine smaller differences are noise and packing must never cost. A sweep of fewer than
+    MEASURE_FROM `model_steps` trains one model at a time unmeasured: the measurement would cost more than a pack
+    could save."""
     if params.pack != "auto":
         return params.pack
-    if not OBJECTIVES[params.objective].packable:
-        return 1                                          # its contract says so (see train_pack)
+    if not OBJECTIVES[params.objective].packable or (model_steps is not None and model_steps < MEASURE_FROM):
+        return 1                                          # its contract says so (see train_pack), or too short
     key = (str(device), dataset.channels, params.latent_dim, params.batch_size, params.amp)
     if key not in _AUTO_CACHE:
         images = dataset.batch(torch.randint(len(dataset), (max(256, params.batch_size),),

@@ -52,7 +52,8 @@ def packs(points: list[Point], steps: dict[str, int], device: torch.device) -> l
     pending, groups = [p for p in points if steps[p.name] is not None], []
     while pending:
         first = pending.pop(0)
-        size = packing.resolve_pack(first.params, Probe(first.params, device), device)
+        size = packing.resolve_pack(first.params, Probe(first.params, device), device,
+                                    sum(steps[p.name] for p in [first, *pending]))
         key = (packed.pack_key(first.params), tuple(getattr(first.params, k) for k in DATA_KEYS), steps[first.name])
         same = [p for p in pending if (packed.pack_key(p.params), tuple(getattr(p.params, k) for k in DATA_KEYS),
                                        steps[p.name]) == key][:size - 1]

@@ -76,7 +76,8 @@ def run_points(points: list[Point], device, *, out: str, say=print) -> list[Resu
     while pending:
         group = [pending.pop(0)]
         try:
-            size = packing.resolve_pack(group[0].params, dataset_of(group[0]), device)
+            size = packing.resolve_pack(group[0].params, dataset_of(group[0]), device,
+                                        sum(point.params.steps for point in [*group, *pending]))
         except Exception:  # noqa: BLE001  the point's own run below reports what is wrong
             size = 1
         if size > 1:

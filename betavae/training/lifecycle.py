@@ -199,7 +199,7 @@ def work_due(step: int, params) -> bool:
 def periodic_work(step: int, model, objective, x_fixed: torch.Tensor, out: RunOutput, dataset, params,
                   snapshot) -> None:
     """After a step: pictures, checkpoint, held-out loss and scores, each at its own cadence."""
-    if due(step, params.sample_every) and out.lead:
+    if due(step, params.sample_every) and step < params.steps and out.lead:  # the last step's: finish draws them
         was_training = model.training
         save_pictures(model, x_fixed, out, step, dataset, params)
         report.refresh(out.run_dir, params.active_kl)
