@@ -41,12 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     download.add_argument("name", nargs="?", default="dsprites", choices=list(REGISTRY),
                           help="the dataset (default dsprites)")
     download.add_argument("--data-dir", default="data", help="the folder runs read (params.data_dir; default data)")
+    download.add_argument("--unchecked", action="store_true",
+                          help="also fetch files whose publisher states no checksum (3D Chairs, The Scream), unverified")
     render = commands.add_parser("render", help="save a preview grid of rendered sprites")
     render.add_argument("--out", required=True)
     arguments = parser.parse_args(argv)
     try:
         if arguments.command == "download":
-            paths = interface.download(arguments.name, arguments.data_dir)
+            paths = interface.download(arguments.name, arguments.data_dir, unchecked=arguments.unchecked)
             print(f"saved {', '.join(paths)}; train with --set dataset={arguments.name} data_dir={arguments.data_dir}")
         else:
             _render_preview(arguments.out)

@@ -17,7 +17,8 @@ CHUNK = 1 << 16
 @dataclass(frozen=True)
 class Remote:
     """One published file: where it is, its length in bytes (0: as the server says), its checksum ("sha256:…" or
-    "md5:…", or a bare SHA-256, as its publisher or a public mirror states it) and the terms it is published under."""
+    "md5:…", or a bare SHA-256, as its publisher or a public mirror states it; "" where none is published) and the
+    terms it is published under."""
     url: str
     size: int
     checksum: str
@@ -44,8 +45,10 @@ def digest_of(path: str, algorithm: str = "sha256") -> str:
 
 
 def verified(remote: Remote, path: str) -> bool:
+    """The file has the published size and checksum; a Remote with no published checksum ("") is never verified."""
     algorithm, expected = remote.digest
-    return (not remote.size or os.path.getsize(path) == remote.size) and digest_of(path, algorithm) == expected
+    return bool(expected) and (not remote.size or os.path.getsize(path) == remote.size) \
+        and digest_of(path, algorithm) == expected
 
 
 def fetch(remote: Remote, path: str, say=print, progress: bool = True) -> str:
@@ -55,6 +58,9 @@ def fetch(remote: Remote, path: str, say=print, progress: bool = True) -> str:
     completed file fails the checksum, is removed, so that running the same command again starts afresh."""
     from tqdm import tqdm
 
+    if os.path.isfile(path) and not remote.checksum:
+        say(f"{path} is already here (no checksum is published to verify it against)")
+        return path
     if os.path.isfile(path) and verified(remote, path):
         say(f"{path} is already here and verified ({remote.digest[0]} {remote.digest[1][:12]}…)")
         return path
@@ -89,6 +95,10 @@ def fetch(remote: Remote, path: str, say=print, progress: bool = True) -> str:
     if size and got < size:  # the connection closed early without an error
         raise DataError(f"The download of {remote.url} stopped at {got / 1e6:.1f} of {size / 1e6:.1f} MB; run the "
                         f"same command again to resume from {partial}.")
+    if not remote.checksum:  # nothing published to check against: say what arrived, for the record
+        os.replace(partial, path)
+        say(f"{path}: {got:,} bytes, SHA-256 {digest_of(path)} (no checksum is published to verify it against)")
+        return path
     if not verified(remote, partial):
         os.remove(partial)
         algorithm, expected = remote.digest

@@ -27,7 +27,28 @@ def test_download_fetches_a_datasets_files_and_says_how_to_train_on_them(server,
 def test_a_dataset_without_a_published_checksum_is_one_sentence_naming_where_to_fetch_it(capsys, tmp_path):
     assert data.main(["download", "chairs", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "seeing3Dchairs/data/rendered_chairs.tar" in err
+    assert err.count("\n") == 1 and "seeing3Dchairs/data/rendered_chairs.tar" in err and "--unchecked" in err
+    assert data.main(["download", "celeba", "--data-dir", str(tmp_path)]) == 2
+    assert "--unchecked" not in capsys.readouterr().err           # nothing it could fetch
+
+
+def test_unchecked_fetches_a_file_with_no_published_checksum_and_prints_its_sha256(server, tmp_path, monkeypatch,
+                                                                                    capsys):
+    served, base = server
+    body = os.urandom(3000)
+    (served / "The_Scream.jpg").write_bytes(body)
+    entry = interface.REGISTRY["scream_dsprites"]
+    monkeypatch.setitem(interface.REGISTRY, "scream_dsprites", interface.Entry(
+        entry.name, entry.build, 3, entry.images, entry.factors, by_hand="by hand",
+        unchecked=(Remote(f"{base}/The_Scream.jpg", 0, "", "public domain", "scream/scream.jpg"),)))
+    folder = tmp_path / "d"
+    assert data.main(["download", "scream_dsprites", "--data-dir", str(folder)]) == 2
+    assert not folder.exists() and "--unchecked" in capsys.readouterr().err
+    assert data.main(["download", "scream_dsprites", "--data-dir", str(folder), "--unchecked"]) == 0
+    assert (folder / "scream" / "scream.jpg").read_bytes() == body
+    assert hashlib.sha256(body).hexdigest() in capsys.readouterr().out
+    assert data.main(["download", "scream_dsprites", "--data-dir", str(folder), "--unchecked"]) == 0
+    assert "already here" in capsys.readouterr().out
 
 
 def test_a_missing_file_names_the_download_command(tmp_path):

@@ -52,7 +52,8 @@ class Entry:
     factors: tuple[tuple[str, int], ...] = ()   # (name, size) in the order of the files; () = no factors
     description: str = ""
     files: tuple[Remote, ...] = ()     # what `python data.py download NAME` fetches into data_dir
-    by_hand: str = ""                  # where its files are published, when no checksum is (so no download here)
+    by_hand: str = ""                  # where its files are published, when no checksum is
+    unchecked: tuple[Remote, ...] = ()  # files with no published checksum: fetched with --unchecked only
 
 
 # Checksums as their publishers or TensorFlow Datasets' url_checksums state them.
@@ -101,7 +102,9 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
     Entry("scream_dsprites", "betavae.sources.sprites:make_variant", 3, 737_280,
           (("shape", 3), ("scale", 6), ("orientation", 40), ("posX", 32), ("posY", 32)),
           "dSprites inverted over a crop of The Scream (disentanglement_lib)", by_hand="scream/scream.jpg in data_dir "
-          "from upload.wikimedia.org/wikipedia/commons/f/f4/The_Scream.jpg (public domain); dSprites as above"),
+          "from upload.wikimedia.org/wikipedia/commons/f/f4/The_Scream.jpg (public domain); dSprites as above",
+          unchecked=(Remote("https://upload.wikimedia.org/wikipedia/commons/f/f4/The_Scream.jpg", 0, "",
+                            "public domain, Munch 1893", "scream/scream.jpg"),)),
     Entry("celeba", "betavae.sources.celeba:make_celeba", 3, 162_770, (),
           "CelebA's training split from a local folder", by_hand="--set download=true (torchvision's Google-Drive "
           "downloader), or the files of mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
@@ -123,7 +126,9 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
           CARS3D_FILES),
     Entry("chairs", "betavae.sources.chairs:make_chairs", 1, 86_366, (), "3D Chairs' renders (Aubry et al. 2014) "
           "from rendered_chairs.tar, grey, centre-cropped, 64 pixels; no factors",
-          by_hand="www.di.ens.fr/willow/research/seeing3Dchairs/data/rendered_chairs.tar"),
+          by_hand="www.di.ens.fr/willow/research/seeing3Dchairs/data/rendered_chairs.tar",
+          unchecked=(Remote("https://www.di.ens.fr/willow/research/seeing3Dchairs/data/rendered_chairs.tar", 0, "",
+                            "Aubry et al. 2014, for research"),)),
     Entry("mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "MNIST's 60,000 training digits (LeCun et al. "
           "1998), torchvision's files, 28 → 64 pixels; no factors", MNIST_FILES),
     Entry("fashion_mnist", "betavae.sources.idx:make_idx", 1, 60_000, (), "Fashion-MNIST's 60,000 training images "
@@ -131,17 +136,20 @@ REGISTRY: dict[str, Entry] = {entry.name: entry for entry in (
 )}
 
 
-def download(name: str, data_dir: str, say=print) -> list[str]:
-    """Fetch dataset `name`'s files into data_dir (betavae/download.py: size, progress, checksum, resumable)."""
+def download(name: str, data_dir: str, say=print, unchecked: bool = False) -> list[str]:
+    """Fetch dataset `name`'s files into data_dir (betavae/download.py: size, progress, checksum, resumable); files
+    with no published checksum only when `unchecked` (their SHA-256 is printed)."""
     from betavae.download import fetch
     from betavae.errors import DataError
 
     entry = REGISTRY[name]
-    if not entry.files:
+    files = entry.files or (entry.unchecked if unchecked else ())
+    if not files:
         where = entry.by_hand or "nowhere: it is built in"
-        raise DataError(f"{name} is not downloaded by this command (no checksum is published for its files); "
-                        f"fetch them by hand into {data_dir} from {where}.")
-    return [fetch(remote, os.path.join(data_dir, remote.filename), say) for remote in entry.files]
+        advice = "add --unchecked to download it unverified, or " if entry.unchecked else ""
+        raise DataError(f"{name} has no published checksum for its files; {advice}fetch them by hand into "
+                        f"{data_dir} from {where}.")
+    return [fetch(remote, os.path.join(data_dir, remote.filename), say) for remote in files]
 
 
 def build(name: str, params, device):
