@@ -57,12 +57,15 @@ def fairness(representation, sampler, models: list, y_train: np.ndarray, factor_
             if i == j:
                 continue
             original = sampler.sample(rng, per_class)
-            counts = np.zeros((predicted, factor_sizes[j]), dtype=np.int64)
+            codes = []
             for value in range(factor_sizes[j]):
                 intervened = original.copy()
                 intervened[:, j] = value
-                predictions = predict(models[i], representation(intervened), y_train[:, i]).astype(np.int64)
-                counts[:, value] = np.bincount(predictions, minlength=predicted)[:predicted]
+                codes.append(representation(intervened))
+            # One prediction call for every value's rows (each row's prediction is its own): [values, per_class].
+            predictions = predict(models[i], np.concatenate(codes), y_train[:, i]).astype(np.int64)
+            counts = np.stack([np.bincount(row, minlength=predicted)[:predicted]
+                               for row in predictions.reshape(factor_sizes[j], -1)], axis=1)
             mean[i, j], worst[i, j] = inter_group_fairness(counts)
     return {**scores_dict(mean, "mean_fairness"), **scores_dict(worst, "max_fairness")}
 
