@@ -197,7 +197,7 @@ def test_a_sweep_point_s_recorded_command_reproduces_its_params(tmp_path):
     differ = {k for k in again if again[k] != point["params"][k]}
     assert differ == {"out_dir", "run_name"}          # the demo preset's lr, steps, β and every override kept
     log = (tmp_path / "s" / "beta=3" / "run.log").read_text()
-    started = float(re.search(r"first training step done ([\d.]+) s after start", log).group(1))
+    started = float(re.search(r"first training step done ([\d.]+) s after the point.s start", log).group(1))
     first_wall = yaml.safe_load((tmp_path / "s" / "beta=2" / "status.yaml").read_text())["wall_s"]
     assert started < first_wall                         # counted from the point's own start, not the sweep's
 

@@ -219,8 +219,8 @@ def train_pack(params_list: list[Params], dataset, run_dirs: list[str], device: 
                         continue
                     windows[k].add(terms[k])
                     if step == 1 and not resumed:
-                        out.say(f"first training step done {time.perf_counter() - loop.START:.1f} s after start "
-                                f"(imports included; packed with {size - 1} other models)")
+                        out.say(f"first training step done {time.perf_counter() - loop.START:.1f} s {loop.SINCE} "
+                                f"(packed with {size - 1} other models)")
                     if lifecycle.closes_window(step, params) or signals.requested:
                         means = windows[k].close()
                         if not lifecycle.finite(means):

@@ -111,7 +111,7 @@ def run_group(group: list[Point], dataset_of, device, out: str, say) -> list[Res
     folders = [os.path.join(out, point.name) for point in group]
     previous = [read_status(folder).get("wall_s", 0.0) for folder in folders]
     start, codes, reasons, locks = time.perf_counter(), [1] * len(group), [""] * len(group), []
-    loop.START = start  # "first training step done … s after start" counts from this run's start, not the sweep's
+    loop.START, loop.SINCE = start, "after the point's start"  # this run's start, not the sweep's
     try:
         dataset = dataset_of(group[0])
         checkpoints = []

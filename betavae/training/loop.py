@@ -15,6 +15,7 @@ from betavae.training import lifecycle
 from params import Params
 
 START = time.perf_counter()  # replaced by main.py with its own start, to report the time to the first step honestly
+SINCE = "after start (imports included)"  # what START is; a sweep point's own start says so
 
 
 def train_step(model, optimizer, objective, x: torch.Tensor, step: int, params: Params) -> dict[str, torch.Tensor]:
@@ -109,8 +110,7 @@ def train(params: Params, dataset, run_dir: str, device: torch.device, checkpoin
                 step += 1
                 bar.update(1)
                 if step == 1 and checkpoint is None:
-                    out.say(f"first training step done {time.perf_counter() - START:.1f} s after start "
-                            f"(imports included)")
+                    out.say(f"first training step done {time.perf_counter() - START:.1f} s {SINCE}")
                 stop = signals.requested if world == 1 else None  # under torchrun: the stop all ranks agree on
                 if lifecycle.closes_window(step, params) or stop:
                     means = window.close()
