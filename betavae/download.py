@@ -45,10 +45,9 @@ def digest_of(path: str, algorithm: str = "sha256") -> str:
 
 
 def verified(remote: Remote, path: str) -> bool:
-    """The file has the published size and checksum; a Remote with no published checksum ("") is never verified."""
+    """The file has the published size and checksum (never true without a published checksum)."""
     algorithm, expected = remote.digest
-    return bool(expected) and (not remote.size or os.path.getsize(path) == remote.size) \
-        and digest_of(path, algorithm) == expected
+    return (not remote.size or os.path.getsize(path) == remote.size) and digest_of(path, algorithm) == expected
 
 
 def fetch(remote: Remote, path: str, say=print, progress: bool = True) -> str:
@@ -58,11 +57,9 @@ def fetch(remote: Remote, path: str, say=print, progress: bool = True) -> str:
     completed file fails the checksum, is removed, so that running the same command again starts afresh."""
     from tqdm import tqdm
 
-    if os.path.isfile(path) and not remote.checksum:
-        say(f"{path} is already here (no checksum is published to verify it against)")
-        return path
-    if os.path.isfile(path) and verified(remote, path):
-        say(f"{path} is already here and verified ({remote.digest[0]} {remote.digest[1][:12]}…)")
+    if os.path.isfile(path) and (not remote.checksum or verified(remote, path)):
+        say(f"{path} is already here and " + (f"verified ({remote.digest[0]} {remote.digest[1][:12]}…)"
+                                              if remote.checksum else "unverified (no checksum is published)"))
         return path
     folder = os.path.dirname(os.path.abspath(path))
     try:
@@ -95,15 +92,13 @@ def fetch(remote: Remote, path: str, say=print, progress: bool = True) -> str:
     if size and got < size:  # the connection closed early without an error
         raise DataError(f"The download of {remote.url} stopped at {got / 1e6:.1f} of {size / 1e6:.1f} MB; run the "
                         f"same command again to resume from {partial}.")
-    if not remote.checksum:  # nothing published to check against: say what arrived, for the record
-        os.replace(partial, path)
-        say(f"{path}: {got:,} bytes, SHA-256 {digest_of(path)} (no checksum is published to verify it against)")
-        return path
-    if not verified(remote, partial):
+    if remote.checksum and not verified(remote, partial):
         os.remove(partial)
         algorithm, expected = remote.digest
         raise DataError(f"{remote.url} arrived as {got:,} bytes that fail the {algorithm} check (expected "
                         f"{remote.size or size:,} bytes, {expected[:12]}…); it was removed: run the same command "
                         f"again, or fetch the file by hand into {folder}.")
     os.replace(partial, path)
+    if not remote.checksum:  # nothing published to check against: say what arrived, for the record
+        say(f"{path}: {got:,} bytes, SHA-256 {digest_of(path)} (no checksum is published to verify it against)")
     return path

@@ -86,29 +86,28 @@ def fill(line: str, copy: str) -> str:
 
 
 def run(line: str, kind: str, copy: str) -> tuple[int, str]:
-    """(exit code, what it wrote to stderr) of one command or Python block, run in `copy`."""
-    err, here = io.StringIO(), os.getcwd()
+    """(exit code, what it wrote to stderr, with the traceback if one was raised) of one command or Python block,
+    run in `copy`; a script runs as `__main__` with its argv, shell globs expanded."""
+    err, here, argv = io.StringIO(), os.getcwd(), sys.argv
     os.chdir(copy)
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
             if kind == "python":
                 exec(compile(line, "<block>", "exec"), {"__name__": "__main__"})
-                return 0, ""
-            words = [w for word in shlex.split(line) for w in (sorted(glob.glob(word)) or [word] if "*" in word
-                                                              else [word])]
-            assert words[0] == "python" and words[1].endswith(".py"), f"not a python script: {line}"
-            argv = sys.argv
-            sys.argv = words[1:]
-            try:
+            else:
+                words = [w for word in shlex.split(line)
+                         for w in ((sorted(glob.glob(word)) or [word]) if "*" in word else [word])]
+                assert words[0] == "python" and words[1].endswith(".py"), f"not a python script: {line}"
+                sys.argv = words[1:]
                 runpy.run_path(os.path.join(copy, words[1]), run_name="__main__")
-            except SystemExit as exit_:
-                return (exit_.code if isinstance(exit_.code, int) else 1), err.getvalue()
-            except Exception:  # a traceback is a failure of the command, reported with the others
-                return 1, err.getvalue() + traceback.format_exc()
-            finally:
-                sys.argv = argv
-            return 0, err.getvalue()
+        return 0, err.getvalue()
+    except SystemExit as exit_:
+        code = 0 if exit_.code is None else exit_.code if isinstance(exit_.code, int) else 1  # as the shell sees it
+        return code, err.getvalue()
+    except Exception:  # a traceback is a failure of the command, reported with the others
+        return 1, err.getvalue() + traceback.format_exc()
     finally:
+        sys.argv = argv
         os.chdir(here)
 
 

@@ -9,7 +9,7 @@ import torch
 
 from betavae.scale import packed, packing
 from betavae.scale.sweep_spec import DATA_KEYS, Point
-from betavae.scale.sweeping import point_finished, start_step
+from betavae.scale.sweeping import point_finished, start_step, sweep_steps
 from betavae.sources.interface import REGISTRY
 
 TIMED_STEPS = 5  # after two untimed ones (packing.measure): a few seconds on a CPU
@@ -50,10 +50,10 @@ def remaining_steps(point: Point, out: str) -> int | None:
 def packs(points: list[Point], steps: dict[str, int], device: torch.device) -> list[list[Point]]:
     """The packs run_points will form: points sharing packed.pack_key, data and remaining steps, K at a time."""
     pending, groups = [p for p in points if steps[p.name] is not None], []
+    total = sweep_steps(pending)
     while pending:
         first = pending.pop(0)
-        size = packing.resolve_pack(first.params, Probe(first.params, device), device,
-                                    sum(steps[p.name] for p in [first, *pending]))
+        size = packing.resolve_pack(first.params, Probe(first.params, device), device, total)
         key = (packed.pack_key(first.params), tuple(getattr(first.params, k) for k in DATA_KEYS), steps[first.name])
         same = [p for p in pending if (packed.pack_key(p.params), tuple(getattr(p.params, k) for k in DATA_KEYS),
                                        steps[p.name]) == key][:size - 1]

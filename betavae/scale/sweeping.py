@@ -51,6 +51,12 @@ def start_step(folder: str):
         return object()
 
 
+def sweep_steps(pending: list[Point]) -> int:
+    """The model-steps of a sweep's unfinished points, which decide whether pack=auto measures (the plan and the run
+    take the same figure, so they form the same packs)."""
+    return sum(point.params.steps for point in pending)
+
+
 def run_points(points: list[Point], device, *, out: str, say=print) -> list[Result]:
     """Train `points` on `device`, each in out/<name>/; finished ones are skipped, partial ones resume from their
     checkpoint. Where params.pack resolves to K > 1, points with the same packed.pack_key (and checkpoint step)
@@ -73,11 +79,11 @@ def run_points(points: list[Point], device, *, out: str, say=print) -> list[Resu
         return (packed.pack_key(point.params), tuple(getattr(point.params, k) for k in DATA_KEYS),
                 start_step(os.path.join(out, point.name)))
 
+    total = sweep_steps(pending)
     while pending:
         group = [pending.pop(0)]
         try:
-            size = packing.resolve_pack(group[0].params, dataset_of(group[0]), device,
-                                        sum(point.params.steps for point in [*group, *pending]))
+            size = packing.resolve_pack(group[0].params, dataset_of(group[0]), device, total)
         except Exception:  # noqa: BLE001  the point's own run below reports what is wrong
             size = 1
         if size > 1:

@@ -6,7 +6,6 @@ nuisance, so every combination of factor classes has ten images and the metrics 
 value (docs/data.md, "What the metrics need")."""
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
